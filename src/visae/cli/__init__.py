@@ -1,0 +1,31 @@
+"""The ``visae`` command: parse flags into a stage config, call the stage, print.
+
+No logic lives here. Each stage has its own small CLI module that adds its commands to
+``app``; ``main`` turns a ``VisaeError`` into one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from visae.cli.app import app
+from visae.errors import VisaeError
+
+# Each import adds its commands to ``app``.
+from visae.cli import data as _data  # noqa: F401,E402
+from visae.cli import classifier as _classifier  # noqa: F401,E402
+from visae.cli import demo as _demo  # noqa: F401,E402
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv, prog_name="visae", standalone_mode=True)
+    except VisaeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted; partial outputs are kept and the stage can be resumed", file=sys.stderr)
+        sys.exit(130)
+
+
+__all__ = ["app", "main"]

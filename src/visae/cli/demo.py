@@ -1,0 +1,3 @@
+"""CLI for the demo stage (filled in by its stage)."""
+
+from visae.cli.app import app  # noqa: F401

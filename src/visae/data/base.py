@@ -1,0 +1,135 @@
+"""One interface for every image source: a spec string opens a ``Dataset`` of splits.
+
+``open_dataset("folder:/data/birds")``, ``open_dataset("synth-aircraft:runs/demo/data")``...
+Each scheme registers a factory in ``SOURCES``. A ``Split`` is random access: ``split[i]``
+returns a ``Sample`` (HWC uint8 RGB image, label, id, optional part-label map). Unreadable
+images raise ``CorruptImage``; ``batches`` skips, counts and reports them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from visae.errors import VisaeError
+from visae.registry import Registry, split_spec
+
+
+class CorruptImage(Exception):
+    """An image that cannot be decoded; the caller skips it and counts it."""
+
+    def __init__(self, image_id: str, reason: str):
+        self.image_id = image_id
+        self.reason = reason
+        super().__init__(f"{image_id}: {reason}")
+
+
+@dataclass(frozen=True)
+class Sample:
+    image_HWC: np.ndarray
+    """RGB uint8 image, shape (H, W, 3)."""
+    label: int
+    """Index into ``Dataset.class_names``; -1 when unknown or outside the label set."""
+    image_id: str
+    """Stable identifier (relative path, or split/index for array-backed sources)."""
+    parts_HW: np.ndarray | None = None
+    """Optional ground-truth part label map (uint8, 0 = background), same H, W as the image."""
+
+
+class Split(ABC):
+    """A random-access list of samples."""
+
+    name: str
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def __getitem__(self, i: int) -> Sample: ...
+
+    @abstractmethod
+    def image_id(self, i: int) -> str:
+        """The id of sample ``i`` without decoding it."""
+
+    @abstractmethod
+    def label(self, i: int) -> int:
+        """The label of sample ``i`` without decoding it."""
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([self.label(i) for i in range(len(self))], dtype=np.int64)
+
+
+@dataclass
+class Hierarchy:
+    """A label tree: ``levels`` names its depths (leaf first), ``parents[level][name]`` the parent."""
+
+    levels: list[str]
+    """e.g. ['variant', 'family', 'manufacturer'] for aircraft."""
+    parents: dict[str, dict[str, str]] = field(default_factory=dict)
+    """For each level but the last, child name -> parent name at the next level."""
+
+    def ancestor(self, name: str, level: str) -> str:
+        """The ancestor of leaf ``name`` at ``level``."""
+        for lv in self.levels:
+            if lv == level:
+                return name
+            name = self.parents[lv][name]
+        raise KeyError(level)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"levels": self.levels, "parents": self.parents}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> "Hierarchy":
+        return cls(levels=list(obj["levels"]), parents={k: dict(v) for k, v in obj["parents"].items()})
+
+
+class Dataset(ABC):
+    """A named image source with a label set, optional hierarchy and named splits."""
+
+    spec: str
+    class_names: list[str]
+    hierarchy: Hierarchy | None = None
+    part_names: list[str] | None = None
+    """Names of the part ids in ``Sample.parts_HW`` (index 0 = background), where there are masks."""
+
+    @abstractmethod
+    def split_names(self) -> list[str]: ...
+
+    @abstractmethod
+    def _open_split(self, name: str) -> Split: ...
+
+    def split(self, name: str) -> Split:
+        names = self.split_names()
+        if name not in names:
+            raise VisaeError(f"{self.spec} has no split '{name}'", f"its splits are: {', '.join(names)}")
+        return self._open_split(name)
+
+    def default_split(self, purpose: str) -> str:
+        """The split to use for 'train' or 'val' when the user names none."""
+        names = self.split_names()
+        wanted = {"train": ["train", "trainval"], "val": ["val", "validation", "test"]}[purpose]
+        for w in wanted:
+            if w in names:
+                return w
+        return names[0]
+
+
+SOURCES: Registry[Callable[[str], Dataset]] = Registry("data source scheme")
+"""scheme -> factory taking the rest of the spec string."""
+
+
+def open_dataset(spec: str) -> Dataset:
+    """Open an image source from its spec string (``folder:PATH``, ``synth-aircraft:PATH``...)."""
+    from visae.data import sources  # noqa: F401  (registers the built-in schemes)
+
+    scheme, rest = split_spec(spec)
+    if scheme not in SOURCES and rest == "" and "/" in spec:
+        raise VisaeError(f"data spec '{spec}' has no scheme", f"write folder:{spec} or synth-aircraft:{spec}")
+    factory = SOURCES.get(scheme)
+    return factory(rest)
