@@ -49,11 +49,11 @@ class Preprocess(BaseModel):
             resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}[self.resample]
             image_HWC = np.asarray(Image.fromarray(image_HWC).resize((rw, rh), resample))
         image_HWC = image_HWC[top : top + self.size, left : left + self.size]
-        return self._normalise(torch.from_numpy(np.ascontiguousarray(image_HWC)).permute(2, 0, 1)[None])[0]
+        return self._normalise(torch.from_numpy(np.array(image_HWC, dtype=np.uint8)).permute(2, 0, 1)[None])[0]
 
     def batch(self, images_BHWC: np.ndarray) -> torch.Tensor:
         """A batch of same-sized images -> (B, 3, size, size), resized with torch (fast path)."""
-        x_BCHW = torch.from_numpy(np.ascontiguousarray(images_BHWC)).permute(0, 3, 1, 2)
+        x_BCHW = torch.from_numpy(np.array(images_BHWC, dtype=np.uint8)).permute(0, 3, 1, 2)
         h, w = x_BCHW.shape[-2:]
         rh, rw, top, left = self.geometry(h, w)
         if (rh, rw) != (h, w):
