@@ -3,7 +3,8 @@
 ``open_dataset("folder:/data/birds")``, ``open_dataset("synth-aircraft:runs/demo/data")``...
 Each scheme registers a factory in ``SOURCES``. A ``Split`` is random access: ``split[i]``
 returns a ``Sample`` (HWC uint8 RGB image, label, id, optional part-label map). Unreadable
-images raise ``CorruptImage``; ``batches`` skips, counts and reports them.
+images raise ``CorruptImage``; ``visae.data.loader.ImageLoader`` skips, counts and reports them.
+Array-backed sources subclass ``ArraySplit`` so the loader can slice whole batches at once.
 """
 
 from __future__ import annotations
@@ -62,6 +63,43 @@ class Split(ABC):
     @property
     def labels(self) -> np.ndarray:
         return np.array([self.label(i) for i in range(len(self))], dtype=np.int64)
+
+
+def read_only(array: np.ndarray) -> np.ndarray:
+    """``array`` marked read-only, so a split can hand out its labels without copying them."""
+    array.setflags(write=False)
+    return array
+
+
+class ArraySplit(Split):
+    """A split held in arrays of same-sized images: whole batches are sliced at once.
+
+    Subclasses provide ``images``/``parts``/``labels_at`` over index arrays; single-sample
+    access is derived from them, and the loader takes a vectorised path for these.
+    """
+
+    @abstractmethod
+    def images(self, indices_B: np.ndarray) -> np.ndarray:
+        """Images at ``indices_B`` as one uint8 (B, H, W, 3) array."""
+
+    def parts(self, indices_B: np.ndarray) -> np.ndarray | None:
+        """Part maps at ``indices_B`` as uint8 (B, H, W), or None when the source has none."""
+        return None
+
+    def labels_at(self, indices_B: np.ndarray) -> np.ndarray:
+        """Labels at ``indices_B`` as int64 (B,)."""
+        return self.labels[np.asarray(indices_B, dtype=np.int64)]
+
+    def label(self, i: int) -> int:
+        return int(self.labels[i])
+
+    def __getitem__(self, i: int) -> Sample:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for split '{self.name}' of {len(self)} images")
+        i = i % len(self)
+        idx = np.array([i])
+        parts = self.parts(idx)
+        return Sample(self.images(idx)[0], self.label(i), self.image_id(i), None if parts is None else parts[0])
 
 
 @dataclass
