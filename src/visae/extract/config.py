@@ -1,0 +1,60 @@
+"""ExtractConfig: what ``visae extract`` needs to turn images into an activation store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from visae.config import Config
+from visae.errors import VisaeError
+
+
+class ExtractConfig(Config):
+    """Run a backbone over a dataset split and store the tokens of one or more layers."""
+
+    model: str
+    """Backbone spec: hf:REPO_OR_PATH, timm:NAME[:CHECKPOINT], ... (see `visae layers`)."""
+    layers: list[str] = Field(min_length=1)
+    """Layer names as `visae layers MODEL` lists them; several layers share one forward pass."""
+    data: str
+    """Image source spec: folder:PATH, synth-aircraft:PATH, fgvc-aircraft:PATH, hf:NAME, mnist5k."""
+    out: Path
+    """Output directory: the store itself for one layer, one sub-directory per layer for several."""
+    split: str | None = None
+    """Dataset split to extract (default: the dataset's training split)."""
+    tokens: Literal["patch", "cls", "registers", "all"] = "patch"
+    """Which tokens to keep: patch (grid cells / patch tokens / pooled vector), cls, registers or all."""
+    dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+    """Storage precision of the activations (bf16 keeps fp32's range at half the bytes)."""
+    batch_size: int = Field(64, ge=1)
+    """Images per forward pass."""
+    shard_tokens: int | None = Field(None, ge=1)
+    """Tokens per shard file (default: a power of two near 128 MiB per shard)."""
+    max_images: int | None = Field(None, ge=1)
+    """Extract only the first N images of the split."""
+    random_init: bool = False
+    """Build the backbone with random weights (architecture from its config) instead of loading weights."""
+    resume: bool = False
+    """Continue an interrupted extraction in --out (also automatic when --out holds the same config)."""
+    force: bool = False
+    """Replace whatever --out holds."""
+    workers: int = Field(0, ge=0)
+    """Image-decoding worker processes (0: decode in the main process)."""
+    skip_nonfinite: bool = False
+    """Drop images whose activations are NaN/Inf (recorded in the metadata) instead of stopping."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "ExtractConfig":
+        if self.resume and self.force:
+            raise VisaeError("--resume and --force contradict each other", "pass one of them")
+        if len(set(self.layers)) != len(self.layers):
+            raise VisaeError("a layer is named twice in --layer", "name each layer once")
+        return self
+
+
+def auto_shard_tokens(d: int, itemsize: int, target_bytes: int = 128 << 20) -> int:
+    """The power of two of tokens whose shard is closest below ``target_bytes`` (at least 1024)."""
+    n = max(1, target_bytes // (d * itemsize))
+    return max(1024, 1 << (n.bit_length() - 1))

@@ -1,0 +1,146 @@
+"""The extract stage: images -> backbone -> tokens of one or more layers -> activation stores.
+
+``extract(ExtractConfig(...))`` runs one forward pass per batch for all requested layers
+and appends each layer's tokens to its store. Batches are fixed chunks of split indices
+(``batch_size`` apart from 0), so a resumed run recomputes exactly the batches of an
+uninterrupted one and its stores are bit-identical.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+
+from visae.errors import VisaeError
+from visae.extract.config import ExtractConfig
+from visae.extract.outputs import Target, new_meta, open_writer, store_paths
+from visae.progress import info, make_progress
+from visae.store.format import INDEX_DTYPE
+from visae.store.reader import Store
+
+
+def extract(cfg: ExtractConfig, *, backbone: Any = None) -> Store | dict[str, Store]:
+    """Extract, resume or confirm the stores of ``cfg``; one Store, or layer -> Store for several layers.
+
+    ``backbone``: the already loaded Backbone of ``cfg.model`` (saves loading it twice).
+    """
+    from visae.data.base import open_dataset
+
+    bb = backbone if backbone is not None else load_backbone(cfg)
+    layers = [bb.resolve_layer(name) for name in cfg.layers]
+    if len(set(layers)) != len(layers):
+        raise VisaeError(f"--layer names the same layer twice ({', '.join(cfg.layers)})", "name each layer once")
+    ds = open_dataset(cfg.data)
+    split = ds.split(cfg.split or ds.default_split("train"))
+    planned = min(len(split), cfg.max_images or len(split))
+    if planned == 0:
+        raise VisaeError(f"split '{split.name}' of {cfg.data} has no images", "choose another --split or --data")
+    preprocess = bb.preprocess.model_dump(mode="json")
+    targets = []
+    for layer, path in store_paths(cfg, layers).items():
+        meta = new_meta(cfg, layer, bb.layout(layer), preprocess, split.name, planned)
+        targets.append(Target(layer, path, bb.layout(layer), open_writer(path, meta, cfg)))
+    todo = [t for t in targets if not t.writer.meta.complete]
+    if todo:
+        start = min(t.writer.resume_point() for t in todo) // cfg.batch_size * cfg.batch_size
+        for t in todo:
+            t.writer.resume_from(start)
+        _extract_batches(cfg, bb, split, todo, start, planned)
+    stores = {t.layer: Store(t.path) for t in targets}
+    return stores[layers[0]] if len(layers) == 1 else stores
+
+
+def load_backbone(cfg: ExtractConfig) -> Any:
+    from visae.backbones.base import load_backbone as load
+
+    return load(cfg.model, random_init=cfg.random_init)
+
+
+def _extract_batches(cfg: ExtractConfig, bb: Any, split: Any, todo: list[Target], start: int, planned: int) -> None:
+    from visae.data.loader import ImageLoader
+
+    loader = ImageLoader(split, bb.preprocess, cfg.batch_size, indices=np.arange(start, planned), num_workers=cfg.workers)
+    next_image, n_tokens, t0 = start, 0, time.perf_counter()
+    with make_progress() as progress:
+        task = progress.add_task(f"extracting {len(todo)} layer(s)", total=planned, completed=start, info="")
+        for batch in loader:
+            idx_B = batch.indices_B.numpy().astype(np.int64)
+            _record_unreadable(split, loader.skipped, range(next_image, int(idx_B[-1]) + 1), set(idx_B.tolist()), todo)
+            next_image = int(idx_B[-1]) + 1
+            n_tokens += _extract_batch(cfg, bb, batch, idx_B, todo)
+            dt = max(time.perf_counter() - t0, 1e-9)
+            rate = f"{(next_image - start) / dt:.1f} img/s, {n_tokens / dt:,.0f} tok/s"
+            progress.update(task, completed=next_image, info=rate)
+        _record_unreadable(split, loader.skipped, range(next_image, planned), set(), todo)
+        progress.update(task, completed=planned)
+    for t in todo:
+        t.writer.close()
+    dt = time.perf_counter() - t0
+    info(f"extracted {planned - start} images, {n_tokens:,} tokens (all layers) in {dt:.1f} s -> {', '.join(str(t.path) for t in todo)}")
+
+
+def _extract_batch(cfg: ExtractConfig, bb: Any, batch: Any, idx_B: np.ndarray, todo: list[Target]) -> int:
+    """Forward one batch, check it, and append every layer's tokens; returns tokens appended."""
+    from visae.backbones.tokens import to_tokens
+
+    with torch.inference_mode():
+        outs = bb.capture(batch.pixels_BCHW, [t.layer for t in todo])
+    per_layer = []
+    for t in todo:
+        tokens_TD, index = to_tokens(outs[t.layer], t.layout, select=cfg.tokens)
+        per_layer.append((t, t.writer.storage.cast(tokens_TD), tokens_TD, np.asarray(index.image, dtype=np.int64), index))
+    bad = _nonfinite_images(cfg, batch, per_layer)
+    ids = {int(i): s for i, s in zip(idx_B.tolist(), batch.ids)}
+    labels_B = batch.labels_B.numpy()
+    total = 0
+    for t, acts_TD, _, image_T, index in per_layer:
+        keep_T = ~np.isin(image_T, list(bad)) if bad else np.ones(len(image_T), dtype=bool)
+        rows_T = np.empty(int(keep_T.sum()), dtype=INDEX_DTYPE)
+        rows_T["image"] = idx_B[image_T[keep_T]]
+        rows_T["kind"] = np.asarray(index.kind)[keep_T]
+        rows_T["y"] = np.asarray(index.y)[keep_T]
+        rows_T["x"] = np.asarray(index.x)[keep_T]
+        rows_T["label"] = labels_B[image_T[keep_T]]
+        for b, why in sorted(bad.items()):
+            t.writer.skip_image(int(idx_B[b]), batch.ids[b], why)
+        t.writer.add(acts_TD[torch.from_numpy(keep_T)] if bad else acts_TD, rows_T, ids)
+        total += len(rows_T)
+    return total
+
+
+def _nonfinite_images(cfg: ExtractConfig, batch: Any, per_layer: list) -> dict[int, str]:
+    """Batch positions of images with NaN/Inf tokens (after rounding to the store dtype) -> reason."""
+    bad: dict[int, str] = {}
+    for t, acts_TD, raw_TD, image_T, _ in per_layer:
+        finite_T = torch.isfinite(acts_TD).all(dim=1).cpu().numpy()
+        if finite_T.all():
+            continue
+        overflow = bool(torch.isfinite(raw_TD[torch.from_numpy(~finite_T)]).all())
+        why = f"{cfg.dtype} overflow at layer {t.layer}" if overflow else f"non-finite activations at layer {t.layer}"
+        for b in np.unique(image_T[~finite_T]).tolist():
+            bad.setdefault(int(b), why)
+    if bad and not cfg.skip_nonfinite:
+        ids = [batch.ids[b] for b in sorted(bad)]
+        shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+        reason = next(iter(bad.values()))
+        hint = "pass --skip-nonfinite to leave those images out (they are listed in the store's metadata)"
+        if "overflow" in reason:
+            hint = "the values exceed the fp16 range: use --dtype bf16 or fp32, or " + hint.removeprefix("pass ")
+        raise VisaeError(f"NaN/Inf activations ({reason}) for {len(ids)} image(s): {shown}", hint + "; then rerun with --resume")
+    return bad
+
+
+def _record_unreadable(split: Any, skipped: list, span: Iterable[int], seen: set[int], todo: list[Target]) -> None:
+    """Images of ``span`` missing from the batches were skipped by the loader: record them."""
+    missing = [i for i in span if i not in seen]
+    if not missing:
+        return
+    reasons = dict(skipped)
+    for i in missing:
+        image_id = split.image_id(i)
+        for t in todo:
+            t.writer.skip_image(i, image_id, reasons.get(image_id, "unreadable image"))

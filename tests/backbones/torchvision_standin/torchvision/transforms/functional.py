@@ -1,0 +1,1 @@
+from torchvision._standin import InterpolationMode  # noqa: F401
