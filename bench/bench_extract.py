@@ -30,7 +30,7 @@ from visae.artifact import write_marker
 from visae.backbones.base import load_backbone
 from visae.data.base import open_dataset
 from visae.data.loader import ImageLoader
-from visae.extract import ExtractConfig, extract
+from visae.extraction import ExtractConfig, extract
 
 LAYER = "encoder.stages.2"
 

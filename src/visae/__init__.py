@@ -4,8 +4,8 @@ __version__ = "0.1.0"
 
 # Lazy top-level API: name -> (module, attribute; None = the module itself). Importing visae stays cheap.
 _LAZY: dict[str, tuple[str, str | None]] = {
-    "extract": ("visae.extract", None),  # a callable package: visae.extract(cfg) runs the stage
-    "ExtractConfig": ("visae.extract", "ExtractConfig"),
+    "extract": ("visae.extraction", "extract"),
+    "ExtractConfig": ("visae.extraction", "ExtractConfig"),
     "Store": ("visae.store", "Store"),
 }
 

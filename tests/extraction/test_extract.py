@@ -11,7 +11,7 @@ import visae
 from visae.backbones.tokens import to_tokens
 from visae.data.base import open_dataset
 from visae.errors import VisaeError
-from visae.extract import ExtractConfig, extract
+from visae.extraction import ExtractConfig, extract
 from visae.store import verify
 
 

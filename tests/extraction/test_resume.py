@@ -15,7 +15,7 @@ from extract_fakes import FakeBackbone
 from typer.testing import CliRunner
 
 from visae.cli import app
-from visae.extract import ExtractConfig, extract
+from visae.extraction import ExtractConfig, extract
 from visae.store import verify
 
 HERE = Path(__file__).parent
@@ -57,7 +57,7 @@ def test_sigkill_mid_extraction_then_cli_resume(folder, uninterrupted, tmp_path,
     script = (
         "import sys; sys.path.insert(0, sys.argv[1])\n"
         "from extract_fakes import FakeBackbone\n"
-        "from visae.extract import ExtractConfig, extract\n"
+        "from visae.extraction import ExtractConfig, extract\n"
         "extract(ExtractConfig.model_validate_json(sys.argv[2]), backbone=FakeBackbone(delay=0.3))\n"
     )
     env = {**os.environ, "VISAE_QUIET": "1"}
@@ -75,7 +75,7 @@ def test_sigkill_mid_extraction_then_cli_resume(folder, uninterrupted, tmp_path,
     r = runner.invoke(app, ["store", "verify", str(out / "conv1")])
     assert r.exit_code == 1 and "--resume" in r.output
 
-    monkeypatch.setattr("visae.extract.run.load_backbone", lambda c: FakeBackbone())
+    monkeypatch.setattr("visae.extraction.run.load_backbone", lambda c: FakeBackbone())
     args = ["extract", "--model", "fake:tiny", "--layer", "conv1", "--layer", "conv2", "--data", f"folder:{folder}",
             "--out", str(out), "--batch-size", "3", "--shard-tokens", "40", "--resume"]  # fmt: skip
     r = runner.invoke(app, args)

@@ -48,8 +48,8 @@ def extract(
     Example: visae extract --model hf:runs/demo/classifier --layer convnext.encoder.stages.2
     --data synth-aircraft:runs/demo/data --out runs/demo/store
     """
-    from visae.extract import ExtractConfig
-    from visae.extract.run import extract as run
+    from visae.extraction import ExtractConfig
+    from visae.extraction.run import extract as run
 
     flags = dict(model=model, layers=layer or None, data=data, split=split, out=out, tokens=tokens, dtype=dtype,
                  batch_size=batch_size, shard_tokens=shard_tokens, max_images=max_images,

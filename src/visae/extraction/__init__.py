@@ -1,17 +1,15 @@
-"""The extract stage: ``extract(ExtractConfig(...))`` or ``extract(model=..., layers=[...], data=..., out=...)``.
+"""The extract stage: backbone + layer(s) + images -> activation store(s).
 
-The package itself is callable, so ``visae.extract(...)`` works as well as
-``visae.extract.extract(...)``.
+``extract(ExtractConfig(...))`` or ``extract(model=..., layers=[...], data=..., out=...)``;
+``visae.extract`` is the same function.
 """
 
 from __future__ import annotations
 
-import sys
-import types
 from typing import Any
 
-from visae.extract.config import ExtractConfig
-from visae.extract.run import extract as _extract
+from visae.extraction.config import ExtractConfig
+from visae.extraction.run import extract as _extract
 
 
 def extract(cfg: ExtractConfig | None = None, *, backbone: Any = None, **overrides: Any):  # type: ignore[no-untyped-def]
@@ -25,12 +23,5 @@ def extract(cfg: ExtractConfig | None = None, *, backbone: Any = None, **overrid
         cfg = ExtractConfig.build(**{**cfg.model_dump(), **overrides})
     return _extract(cfg, backbone=backbone)
 
-
-class _CallableModule(types.ModuleType):
-    def __call__(self, cfg: ExtractConfig | None = None, **kw: Any):  # type: ignore[no-untyped-def]
-        return extract(cfg, **kw)
-
-
-sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = ["ExtractConfig", "extract"]

@@ -14,7 +14,7 @@ from typing import Any
 
 from visae.artifact import prepare_out, read_marker, write_marker
 from visae.errors import VisaeError
-from visae.extract.config import ExtractConfig, auto_shard_tokens
+from visae.extraction.config import ExtractConfig, auto_shard_tokens
 from visae.progress import info
 from visae.store.format import KIND, StoreMeta, default_checksum, load_meta, storage_dtype
 from visae.store.writer import StoreWriter

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from visae.errors import VisaeError
-from visae.extract.config import ExtractConfig
-from visae.extract.outputs import Target, new_meta, open_writer, store_paths
+from visae.extraction.config import ExtractConfig
+from visae.extraction.outputs import Target, new_meta, open_writer, store_paths
 from visae.progress import info, make_progress
 from visae.store.format import INDEX_DTYPE
 from visae.store.reader import Store
