@@ -21,13 +21,23 @@ $(VENV)/.dev: $(VENV)/.base
 	$(PIP) install --no-deps timm open_clip_torch foolbox
 	touch $@
 
+# The report test opens the HTML report in a real browser: Debian's chromium (skipped if it cannot be had).
+$(VENV)/.browser:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "warning: could not install chromium; the browser test will be skipped"; \
+	  else echo "note: chromium is not installed; the browser test will be skipped"; fi; \
+	fi
+	@mkdir -p $(VENV) && touch $@
+
 setup: $(VENV)/.base
 setup-dev: $(VENV)/.dev
 
 demo: $(VENV)/.base
 	$(VENV)/bin/visae demo --out $(OUT)
 
-test: $(VENV)/.dev
+test: $(VENV)/.dev $(VENV)/.browser
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 clean:

@@ -12,6 +12,7 @@ from visae.cli.app import app
 from visae.errors import VisaeError
 
 # Each import adds its commands to ``app``.
+from visae.cli import data as _data  # noqa: F401,E402
 from visae.cli import demo as _demo  # noqa: F401,E402
 from visae.cli import layers as _layers  # noqa: F401,E402
 from visae.cli import extract as _extract  # noqa: F401,E402
