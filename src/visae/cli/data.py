@@ -38,3 +38,36 @@ def synth_aircraft(
     path = generate_synth_aircraft(cfg)
     total = cfg.n_train + cfg.n_val + cfg.n_ood
     print(f"wrote {total} images ({cfg.n_train} train, {cfg.n_val} val, {cfg.n_ood} ood) of {cfg.size}px to {path}")
+
+
+@data_app.command("info")
+def info(
+    spec: str = typer.Argument(..., help="Data spec: folder:PATH, synth-aircraft:PATH, fgvc-aircraft:PATH, hf:NAME[:SPLIT], mnist5k."),
+    as_json: bool = typer.Option(False, "--json", help="Print the full description as JSON instead of a table."),
+) -> None:
+    """Summarise an image source: splits and sizes, classes, hierarchy, part names.
+
+    Example: visae data info synth-aircraft:runs/demo/data
+    """
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from visae.data.describe import describe
+
+    d = describe(spec)
+    if as_json:
+        print(json.dumps(d, indent=2))
+        return
+    table = Table(title=spec, show_header=False)
+    table.add_row("classes", f"{d['num_classes']}: " + ", ".join(d["class_names"][:8]) + (" ..." if d["num_classes"] > 8 else ""))
+    for name, s in d["splits"].items():
+        shape = "x".join(map(str, s["image_shape"])) if s.get("image_shape") else "files"
+        table.add_row(f"split {name}", f"{s['size']} images ({s['labelled']} labelled), {shape}")
+    if d.get("hierarchy"):
+        h = d["hierarchy"]
+        table.add_row("hierarchy", " -> ".join(f"{lv} ({h['sizes'][lv]})" for lv in h["levels"]))
+    if d.get("part_names"):
+        table.add_row("parts", ", ".join(d["part_names"]))
+    Console().print(table)
