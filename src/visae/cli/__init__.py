@@ -14,9 +14,11 @@ from visae.errors import VisaeError
 # Each import adds its commands to ``app``.
 from visae.cli import data as _data  # noqa: F401,E402
 from visae.cli import demo as _demo  # noqa: F401,E402
+from visae.cli import train as _train  # noqa: F401,E402
 from visae.cli import layers as _layers  # noqa: F401,E402
 from visae.cli import extract as _extract  # noqa: F401,E402
 from visae.cli import store as _store  # noqa: F401,E402
+from visae.cli import analyze as _analyze  # noqa: F401,E402
 
 
 def main(argv: list[str] | None = None) -> None:

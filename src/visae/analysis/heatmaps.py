@@ -1,0 +1,84 @@
+"""Heatmap overlays: a latent's activation map, upsampled over the image the model saw.
+
+The map (grid_H x grid_W, a CNN feature map or a ViT patch grid) is upsampled bilinearly to
+the preprocessed image (resized and centre-cropped as the backbone saw it), coloured with a
+small built-in colormap, blended over the image, and the image's strongest cells are
+outlined. An image that cannot be read renders as a grey placeholder with the same overlay.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+
+_ANCHORS = np.array(
+    [  # value, r, g, b  -- an 'inferno'-like ramp: black -> purple -> orange -> pale yellow
+        [0.00, 0, 0, 4],
+        [0.25, 87, 16, 110],
+        [0.50, 188, 55, 84],
+        [0.75, 249, 142, 9],
+        [1.00, 252, 255, 164],
+    ],
+    dtype=np.float64,
+)
+LUT = np.stack([np.interp(np.linspace(0, 1, 256), _ANCHORS[:, 0], _ANCHORS[:, c]) for c in (1, 2, 3)], 1).astype(np.uint8)
+"""256 x 3 colour lookup table."""
+
+OUTLINE = (0, 255, 255)
+MAX_OUTLINED = 6
+PLACEHOLDER_GREY = 128
+
+
+def colorize(v_HW: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] -> (H, W, 3) uint8 colours."""
+    return LUT[np.clip(np.round(v_HW * 255), 0, 255).astype(np.int64)]
+
+
+def upsample(map_hw: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear upsampling of a grid map to size x size (each cell's value at its centre)."""
+    t = torch.as_tensor(np.asarray(map_hw, dtype=np.float32))[None, None]
+    return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+def top_cells(map_hw: np.ndarray, n: int = MAX_OUTLINED, rel: float = 0.5) -> list[tuple[int, int]]:
+    """The image's strongest cells: at most n, each >= rel * the map's max, max > 0."""
+    flat = map_hw.ravel()
+    peak = float(flat.max()) if flat.size else 0.0
+    if peak <= 0:
+        return []
+    order = np.argsort(-flat, kind="stable")[:n]
+    return [tuple(divmod(int(i), map_hw.shape[1])) for i in order if flat[i] >= rel * peak]
+
+
+def render(view_HWC: np.ndarray | None, map_hw: np.ndarray, vmax: float, size: int = 160) -> Image.Image:
+    """The overlay as a size x size RGB image.
+
+    ``view_HWC`` is the preprocessed image (None: grey placeholder); ``vmax`` is the value
+    that maps to the top of the colormap (the latent's max activation, so the top images of
+    one latent share a scale).
+    """
+    if view_HWC is None:
+        base = Image.new("RGB", (size, size), (PLACEHOLDER_GREY,) * 3)
+        ImageDraw.Draw(base).text((4, 4), "image missing", fill=(230, 230, 230))
+    else:
+        base = Image.fromarray(view_HWC).convert("RGB").resize((size, size), Image.BILINEAR)
+    map_hw = np.nan_to_num(np.asarray(map_hw, dtype=np.float32))
+    v_HW = np.clip(upsample(map_hw, size) / max(float(vmax), 1e-12), 0, 1)
+    alpha_HW1 = (0.15 + 0.7 * v_HW)[..., None]
+    img = np.asarray(base, dtype=np.float32) * 0.75  # dim the photo a little so colour reads
+    blend = img * (1 - alpha_HW1) + colorize(v_HW).astype(np.float32) * alpha_HW1
+    out = Image.fromarray(np.clip(blend, 0, 255).astype(np.uint8))
+    _outline(out, map_hw, size)
+    return out
+
+
+def _outline(img: Image.Image, map_hw: np.ndarray, size: int) -> None:
+    h, w = map_hw.shape
+    if h * w <= 1:
+        return
+    draw = ImageDraw.Draw(img)
+    for y, x in top_cells(map_hw):
+        box = (x * size / w, y * size / h, (x + 1) * size / w - 1, (y + 1) * size / h - 1)
+        draw.rectangle(box, outline=OUTLINE, width=max(1, size // 100))

@@ -1,0 +1,63 @@
+"""``report(cfg)``: the feature DB of a run -> one self-contained HTML file that opens offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from visae.analysis.db import FeatureDB
+from visae.analysis.overlays import Overlays
+from visae.atomic import write_text
+from visae.config import Config
+from visae.errors import VisaeError
+from visae.progress import info
+from visae.report import sections
+from visae.report.template import CSS, GENERATOR, PAGE
+
+
+class ReportConfig(Config):
+    """Build the static HTML report of an analysed run."""
+
+    run: Path
+    """The SAE run directory, analysed with `visae analyze` (it holds features.sqlite)."""
+    out: Path | None = None
+    """Where to write the HTML file; default RUN/report.html."""
+    latents: int = Field(12, ge=1, le=200)
+    """Latent cards per section (and per frequency band: a third of this, at least 2)."""
+    images: int = Field(5, ge=1, le=32)
+    """Top images (heatmaps) shown per latent."""
+    thumb: int = Field(112, ge=32, le=512)
+    """Side of each heatmap thumbnail, in pixels."""
+    force: bool = False
+    """Overwrite an --out file that visae did not write."""
+
+
+def report(cfg: ReportConfig) -> Path:
+    """Write the report and return its path."""
+    out = cfg.out or Path(cfg.run) / "report.html"
+    _guard(out, cfg.force)
+    with FeatureDB(cfg.run) as db:
+        ov = Overlays(cfg.run, size=cfg.thumb)
+        try:
+            body = "\n".join([
+                sections.header(db), sections.density(db), sections.purity(db),
+                sections.selective(db, ov, cfg.latents, cfg.images),
+                sections.bands(db, ov, max(2, cfg.latents // 3), cfg.images),
+                sections.per_class(db),
+            ])
+        finally:
+            ov.close()
+        title = f"visae · {db.meta['backbone']} · {db.meta['layer']}"
+    write_text(out, PAGE.format(generator=GENERATOR, title=sections.esc(title), css=CSS, body=body))
+    info(f"report: {out}")
+    return out
+
+
+def _guard(out: Path, force: bool) -> None:
+    if out.is_dir():
+        raise VisaeError(f"--out {out} is a directory", "give a file name such as report.html")
+    if out.exists() and not force:
+        head = out.read_bytes()[:600].decode(errors="replace")
+        if f'content="{GENERATOR}"' not in head:
+            raise VisaeError(f"{out} exists and is not a visae report", "choose another --out or pass --force")

@@ -1,0 +1,72 @@
+"""BatchTopK SAE (Bussmann et al. 2024): top ``k * B`` activations over the whole batch.
+
+Training:   z = BatchTopK_{kB}(ReLU((x - b_dec) W_enc + b_enc))   (k per token on average)
+Inference:  z = JumpReLU_theta(pre) = pre * [pre > theta]
+
+``theta`` is learnt during training as a running average of the smallest activation the
+batch selection keeps, and saved as the SAELens ``threshold``; a saved BatchTopK SAE is
+a JumpReLU SAE to SAELens.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from visae.sae import kernels
+from visae.sae.base import ARCHS, SAE, SAESpec
+from visae.sae.contract import Codes, SAEOutput
+from visae.sae.topk import auxk_loss
+
+THRESHOLD_EMA = 0.99
+"""Weight of the running threshold against each batch's smallest kept activation."""
+
+
+@ARCHS.register("batchtopk")
+class BatchTopKSAE(SAE):
+    needs_k = True
+    saelens_arch = "jumprelu"
+
+    def __init__(self, spec: SAESpec):
+        super().__init__(spec)
+        self.register_buffer("threshold", torch.full((spec.d_sae,), -1.0))
+        """Inference threshold (one value broadcast over latents; -1 until trained)."""
+
+    def encode(self, x_BD: Tensor) -> Codes:
+        pre_BS = self.pre_BS(x_BD)
+        theta = self.threshold.clamp_min(0)
+        return Codes(self.d_sae, dense_BS=torch.relu(pre_BS) * (pre_BS > theta))
+
+    def batch_codes(self, x_BD: Tensor) -> Codes:
+        """Training codes: the batch-level selection (and a threshold update)."""
+        xc_BD = x_BD - self.b_dec.detach()
+        sel, keep_BK, min_kept = kernels.select_batch_topk(xc_BD, self.W_enc, self.b_enc, self.spec.k)
+        val_BK = torch.relu(kernels.encoder_values(x_BD, self.b_dec, self.W_enc, self.b_enc, sel))
+        self._update_threshold(min_kept)
+        return Codes(self.d_sae, sel.idx_BK, val_BK * keep_BK)
+
+    @torch.no_grad()
+    def _update_threshold(self, min_kept: Tensor) -> None:
+        if not bool(min_kept > 0):
+            return
+        if bool(self.threshold[0] < 0):
+            self.threshold.fill_(float(min_kept))
+        else:
+            self.threshold.mul_(THRESHOLD_EMA).add_((1 - THRESHOLD_EMA) * min_kept)
+
+    def forward(self, x_BD: Tensor, dead_S: Tensor | None = None) -> SAEOutput:
+        codes = self.batch_codes(x_BD) if self.training else self.encode(x_BD)
+        recon_BD = self.decode(codes)
+        aux = {}
+        if self.training and dead_S is not None and bool(dead_S.any()):
+            aux["auxk"] = auxk_loss(self, x_BD, recon_BD, dead_S)
+        return SAEOutput(recon_BD, codes, aux)
+
+    def saelens_tensors(self) -> dict[str, Tensor]:
+        return {**super().saelens_tensors(), "threshold": self.threshold.clamp_min(0).clone()}
+
+    @torch.no_grad()
+    def load_saelens_tensors(self, tensors: dict[str, Tensor]) -> None:
+        super().load_saelens_tensors(tensors)
+        if "threshold" in tensors:
+            self.threshold.copy_(tensors["threshold"].to(self.threshold.dtype))

@@ -1,0 +1,138 @@
+"""One SAE being trained: its optimiser, schedules, dead-latent counters and its step.
+
+The step is the same for every architecture: forward (the contract), loss, backward,
+remove the decoder-parallel gradient, clip, Adam, re-normalise the decoder.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from visae.errors import VisaeError
+from visae.sae.base import SAE
+from visae.sae.train_config import DEFAULT_SPARSITY, SAEHparams, TrainConfig
+
+DENSITY_HALF_LIFE = 1_000_000
+"""Tokens over which the running latent-density estimate halves its memory."""
+DENSE_RATE = 0.1
+"""A latent firing on more than this fraction of tokens counts as dense."""
+
+
+def lr_factor(step: int, total: int, warmup: float, decay: float) -> float:
+    """Linear warmup over the first ``warmup`` of steps, linear decay over the last ``decay``."""
+    warm_steps, decay_steps = warmup * total, decay * total
+    f = 1.0
+    if warm_steps > 0:
+        f = min(f, (step + 1) / warm_steps)
+    if decay_steps > 0:
+        f = min(f, (total - step) / decay_steps)
+    return max(f, 0.0)
+
+
+def make_adam(params: list[Tensor], lr: float) -> torch.optim.Optimizer:
+    kw: dict[str, Any] = {"lr": lr, "betas": (0.9, 0.999), "eps": 6.25e-10}
+    try:
+        return torch.optim.Adam(params, fused=True, **kw)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(params, foreach=True, **kw)
+
+
+class Member:
+    """An SAE plus everything its training step needs."""
+
+    def __init__(self, hp: SAEHparams, sae: SAE, cfg: TrainConfig, total_steps: int):
+        self.hp, self.sae, self.cfg, self.total_steps = hp, sae, cfg, total_steps
+        self.name = hp.label()
+        self.base_lr = hp.learning_rate(sae.d_sae)
+        term = sae.sparsity_term
+        self.sparsity = (hp.sparsity_coeff if hp.sparsity_coeff is not None else DEFAULT_SPARSITY.get(term, 0.0)) if term else 0.0
+        self.opt = make_adam([p for p in sae.parameters()], self.base_lr)
+        dev = sae.W_dec.device
+        self.since_fired_S = torch.zeros(sae.d_sae, dtype=torch.int64, device=dev)
+        self.count_S = torch.zeros(sae.d_sae, dtype=torch.float64, device=dev)
+        self.count_tokens = 0.0
+        self.last: dict[str, float] = {}
+
+    def coeffs(self, step: int) -> dict[str, float]:
+        c = {"auxk": self.hp.auxk_coeff, "prefix": 1.0}
+        if self.sae.sparsity_term:
+            ramp = self.cfg.sparsity_warmup * self.total_steps
+            c[self.sae.sparsity_term] = self.sparsity * (min(1.0, (step + 1) / ramp) if ramp > 0 else 1.0)
+        return c
+
+    def step(self, x_BD: Tensor, step: int, measure: bool) -> None:
+        """One optimisation step on ``x_BD``; raises on a non-finite loss before touching weights."""
+        sae, cfg = self.sae, self.cfg
+        lr = self.base_lr * lr_factor(step, self.total_steps, cfg.lr_warmup, cfg.lr_decay)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        dead_S = self.since_fired_S >= cfg.dead_tokens
+        with torch.autocast(x_BD.device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bf16"):
+            out = sae(x_BD, dead_S=dead_S)
+        loss, terms = sae.loss(x_BD, out, self.coeffs(step))
+        if not bool(torch.isfinite(loss)):
+            raise NonFiniteLoss(self.name, step, float(loss.detach()))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        sae.remove_parallel_grad()
+        torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip)
+        self.opt.step()
+        sae.normalize_decoder()
+        self._track(out.codes.count_S(), x_BD.shape[0])
+        if measure:
+            self.last = self._measure(x_BD, out.recon_BD, out.codes, loss, terms, lr, dead_S)
+
+    @torch.no_grad()
+    def _track(self, fired_S: Tensor, n_tokens: int) -> None:
+        self.since_fired_S += n_tokens
+        self.since_fired_S[fired_S > 0] = 0
+        decay = 0.5 ** (n_tokens / DENSITY_HALF_LIFE)
+        self.count_S.mul_(decay).add_(fired_S)
+        self.count_tokens = self.count_tokens * decay + n_tokens
+
+    @torch.no_grad()
+    def _measure(self, x_BD, recon_BD, codes, loss, terms, lr, dead_S) -> dict[str, float]:
+        err = (recon_BD.float() - x_BD).pow(2).sum()
+        var = (x_BD - x_BD.mean(dim=0)).pow(2).sum().clamp_min(1e-12)
+        stats = {
+            "loss": float(loss),
+            "nmse": float(err / var),
+            "l0": float(codes.l0_B().float().mean()),
+            "dead_pct": 100.0 * float(dead_S.float().mean()),
+            "dense_pct": 100.0 * float((self.density_S() > DENSE_RATE).float().mean()),
+            "lr": lr,
+        }
+        stats.update({k: float(v) for k, v in terms.items()})
+        return stats
+
+    def density_S(self) -> Tensor:
+        """Running fraction of tokens on which each latent fires."""
+        return (self.count_S / max(self.count_tokens, 1.0)).float()
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "sae": self.sae.state_dict(),
+            "opt": self.opt.state_dict(),
+            "since_fired_S": self.since_fired_S.cpu(),
+            "count_S": self.count_S.cpu(),
+            "count_tokens": self.count_tokens,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.sae.load_state_dict(state["sae"])
+        self.opt.load_state_dict(state["opt"])
+        self.since_fired_S.copy_(state["since_fired_S"])
+        self.count_S.copy_(state["count_S"])
+        self.count_tokens = state["count_tokens"]
+
+
+class NonFiniteLoss(VisaeError):
+    def __init__(self, name: str, step: int, value: float):
+        super().__init__(
+            f"SAE '{name}': loss became {value} at step {step}; training stopped, the last good checkpoint is kept",
+            "lower --lr, check the store for NaN/inf activations, then --resume or --force",
+        )
+        self.step = step

@@ -1,0 +1,120 @@
+"""The SAELens folder layout: ``cfg.json`` + ``sae_weights.safetensors``.
+
+Weights: ``W_enc`` [d_in, d_sae], ``b_enc`` [d_sae], ``W_dec`` [d_sae, d_in], ``b_dec``
+[d_in], plus ``threshold`` [d_sae] for JumpReLU-style inference (jumprelu, batchtopk,
+matryoshka). cfg.json carries SAELens's fields (``architecture``, ``d_in``, ``d_sae``,
+``dtype``, ``device``, ``apply_b_dec_to_input``, ``normalize_activations``, ``k``, ``meta``)
+and visae's own under ``"visae"`` (the exact architecture and spec, backbone, layer,
+token layout, store statistics). Normalisation is folded into the weights: a saved SAE
+takes raw activations (``normalize_activations: "none"``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from visae.atomic import write_json, write_with
+from visae.errors import VisaeError
+from visae.sae.base import SAE, SAESpec, create_sae
+
+CFG_FILE = "cfg.json"
+WEIGHTS_FILE = "sae_weights.safetensors"
+
+FROM_SAELENS_ARCH = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu"}
+"""SAELens inference architecture -> the visae architecture computing the same function."""
+
+
+def saelens_cfg(sae: SAE) -> dict[str, Any]:
+    """cfg.json for ``sae``: SAELens fields first, visae's metadata under 'visae'."""
+    meta = dict(sae.meta)
+    cfg: dict[str, Any] = {
+        "architecture": sae.saelens_arch,
+        "d_in": sae.d_in,
+        "d_sae": sae.d_sae,
+        "dtype": "float32",
+        "device": "cpu",
+        "apply_b_dec_to_input": True,
+        "normalize_activations": "none",
+        "reshape_activations": "none",
+        "meta": {
+            "model_name": meta.get("backbone"),
+            "hook_name": meta.get("layer"),
+            "dataset_path": meta.get("dataset"),
+        },
+    }
+    if sae.saelens_arch == "topk":
+        cfg["k"] = sae.spec.k
+    cfg["visae"] = {"arch": sae.spec.arch, "spec": sae.spec.model_dump(), **meta}
+    return cfg
+
+
+def save_saelens(sae: SAE, folder: str | Path) -> Path:
+    """Write ``sae`` as a SAELens folder (each file atomically); returns the folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.float().contiguous().cpu() for k, v in sae.saelens_tensors().items()}
+    write_with(folder / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp)))
+    write_json(folder / CFG_FILE, saelens_cfg(sae))
+    return folder
+
+
+def read_cfg(folder: Path) -> dict[str, Any]:
+    try:
+        return json.loads((folder / CFG_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise VisaeError(f"{folder / CFG_FILE} cannot be read ({e})", "is this an SAE folder?") from None
+
+
+def load_saelens(folder: str | Path) -> SAE:
+    """Read a SAELens folder (written by visae or by SAELens) into a visae SAE."""
+    folder = Path(folder)
+    cfg = read_cfg(folder)
+    tensors = load_file(str(folder / WEIGHTS_FILE))
+    spec = _spec_from_cfg(cfg, folder)
+    norm = cfg.get("normalize_activations", "none") or "none"
+    if norm != "none":
+        raise VisaeError(
+            f"{folder} normalises activations at run time ('{norm}'), which visae cannot fold",
+            "fold the scaling factor into the weights with SAELens first",
+        )
+    if not cfg.get("apply_b_dec_to_input", True):
+        tensors = fold_b_dec_into_b_enc(tensors)
+    sae = create_sae(spec)
+    sae.load_saelens_tensors({k: v.float() for k, v in tensors.items()})
+    visae_meta = {k: v for k, v in cfg.get("visae", {}).items() if k not in ("arch", "spec")}
+    sae.meta = visae_meta or _meta_from_saelens(cfg)
+    return sae
+
+
+def fold_b_dec_into_b_enc(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An encoder that does not subtract b_dec: ``x W + b = (x - b_dec) W + (b + b_dec W)``."""
+    W, b_dec = tensors["W_enc"].double(), tensors["b_dec"].double()
+    return {**tensors, "b_enc": (tensors["b_enc"].double() + b_dec @ W).to(tensors["b_enc"].dtype)}
+
+
+def _spec_from_cfg(cfg: dict[str, Any], folder: Path) -> SAESpec:
+    visae = cfg.get("visae") or {}
+    if "spec" in visae:
+        return SAESpec.build(**visae["spec"])
+    arch = cfg.get("architecture", "standard")
+    if arch not in FROM_SAELENS_ARCH:
+        raise VisaeError(
+            f"{folder}: SAELens architecture '{arch}' is not supported",
+            f"supported: {', '.join(FROM_SAELENS_ARCH)}",
+        )
+    k = cfg.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k")
+    return SAESpec.build(arch=FROM_SAELENS_ARCH[arch], d_in=cfg["d_in"], d_sae=cfg["d_sae"], k=k)
+
+
+def _meta_from_saelens(cfg: dict[str, Any]) -> dict[str, Any]:
+    meta = cfg.get("meta") or cfg.get("metadata") or {}
+    return {
+        "backbone": meta.get("model_name") or cfg.get("model_name"),
+        "layer": meta.get("hook_name") or cfg.get("hook_name"),
+        "source": "saelens",
+    }

@@ -1,0 +1,78 @@
+"""Heatmap overlays: where the colour goes, the outline, the cache, a missing image."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from analysis_fixtures import D, GRID, SIZE, make_run, make_store, planted_tokens
+from PIL import Image
+
+from visae.analysis import AnalyzeConfig, Overlays, analyze
+from visae.analysis.heatmaps import LUT, OUTLINE, render, top_cells
+from visae.errors import VisaeError
+
+
+def test_render_puts_heat_on_the_active_cell_and_outlines_it():
+    view = np.full((SIZE, SIZE, 3), 100, np.uint8)
+    map_hw = np.zeros((GRID, GRID), np.float32)
+    map_hw[0, 3] = 2.0
+    img = np.asarray(render(view, map_hw, vmax=2.0, size=64))
+    assert img.shape == (64, 64, 3)
+    hot, cold = img[8, 56].astype(int), img[56, 8].astype(int)  # centre of cell (0, 3) vs (3, 0)
+    assert np.abs(hot - LUT[255]).sum() < np.abs(hot - LUT[0]).sum()
+    assert hot.sum() > cold.sum() + 200
+    assert tuple(img[0, 50]) == OUTLINE  # the outline runs along the cell's top edge
+    assert top_cells(map_hw) == [(0, 3)] and top_cells(np.zeros((2, 2))) == []
+
+
+def test_missing_image_renders_grey_placeholder():
+    img = np.asarray(render(None, np.zeros((2, 2)), vmax=1.0, size=40))
+    assert img.shape == (40, 40, 3)
+    assert abs(float(np.median(img)) - 128 * 0.75 * 0.85) < 12  # dimmed grey under a weak overlay
+
+
+@pytest.fixture
+def folder_run(tmp_path, monkeypatch):
+    """A folder: image source (the real one) behind a planted store, analysed."""
+    monkeypatch.setenv("VISAE_QUIET", "1")
+    labels = np.array([0, 1, 0, 1, 0, 1])
+    root = tmp_path / "images"
+    rng = np.random.default_rng(0)
+    files = []
+    for i, c in enumerate(labels):
+        d = root / ("jet", "prop")[c]
+        d.mkdir(parents=True, exist_ok=True)
+        files.append(d / f"{i}.png")
+    files.sort(key=lambda f: (f.parent.name, f.name))  # the folder source's order
+    for f in files:
+        Image.fromarray(rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)).save(f)
+    labels = np.array([0 if f.parent.name == "jet" else 1 for f in files])
+    store = make_store(tmp_path / "store", f"folder:{root}", labels, tokens_=planted_tokens(len(labels), labels),
+                       split="all")
+    run = make_run(tmp_path / "run", store)
+    analyze(AnalyzeConfig(run=run, top=3))
+    return run, files
+
+
+def test_overlays_cache_and_missing_file(folder_run):
+    run, files = folder_run
+    ov = Overlays(run, size=48)
+    first = ov.png(0, "max", 0)
+    assert first.parent == run / "heatmaps" and Image.open(first).size == (48, 48)
+    # away from the heat the overlay shows the photo itself (dimmed)
+    photo = Image.open(files[ov.db.top_examples(0, "max")[0]["image_index"]]).resize((48, 48), Image.BILINEAR)
+    a = np.asarray(Image.open(first))[38:, 38:, 0].ravel().astype(float)
+    b = np.asarray(photo)[38:, 38:, 0].ravel().astype(float)
+    assert np.corrcoef(a, b)[0, 1] > 0.95
+    mtime = first.stat().st_mtime_ns
+    assert ov.png(0, "max", 0).stat().st_mtime_ns == mtime  # cached, not re-rendered
+    top = ov.db.top_examples(0, "max")
+    missing = files[top[1]["image_index"]]
+    missing.unlink()
+    grey = np.asarray(Image.open(ov.png(0, "max", 1)))
+    assert grey.shape == (48, 48, 3)
+    assert grey[..., 0].std() < np.asarray(Image.open(first))[..., 0].std()  # flat grey, not a photo
+    with pytest.raises(VisaeError, match="no rank 7"):
+        ov.png(0, "max", 7)
+    ov.close()
+    assert D == 6

@@ -1,0 +1,71 @@
+"""The HTML report: self-contained, complete, and rendered by a real browser."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from visae.analysis import AnalyzeConfig, analyze
+from visae.errors import VisaeError
+from visae.report import ReportConfig, report
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture
+def html_report(planted, tmp_path):
+    run, _, _ = planted
+    analyze(AnalyzeConfig(run=run, top=6))
+    return report(ReportConfig(run=run, out=tmp_path / "r.html", images=3, thumb=64))
+
+
+def test_report_is_self_contained_and_complete(html_report, planted):
+    html = html_report.read_text()
+    assert re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", html) is None  # nothing fetched from the network
+    imgs = re.findall(r'<img [^>]*src="data:image/png;base64,', html)
+    assert len(imgs) >= 1 + 3  # the density histogram and at least one latent's heatmaps
+    assert "SAE 2</b> of 6 latents" in html or re.search(r"SAE [2-6]</b> of 6 latents", html)
+    assert "raw channels" in html and "hf:test/tiny" in html and "blocks.3" in html
+    for section in ("Run summary", "Latent density", "Part purity", "Most class-selective", "frequency band", "per class"):
+        assert section.lower() in html.lower()
+    assert "#0 · wing" in html  # latent 0 is labelled by the part it fires on
+    assert (planted[0] / "heatmaps").is_dir()
+
+
+def test_report_refuses_to_overwrite_foreign_file(planted, tmp_path):
+    run, _, _ = planted
+    with pytest.raises(VisaeError, match="visae analyze"):
+        report(ReportConfig(run=run))
+    analyze(AnalyzeConfig(run=run, top=2))
+    mine = tmp_path / "notes.html"
+    mine.write_text("<html>my notes</html>")
+    with pytest.raises(VisaeError, match="not a visae report"):
+        report(ReportConfig(run=run, out=mine))
+    first = report(ReportConfig(run=run, images=1))
+    assert report(ReportConfig(run=run, images=1)) == first  # its own report is simply rewritten
+
+
+MARK_IMAGES = """<script>
+window.addEventListener('load', () => {
+  for (const img of document.images) img.setAttribute('data-ok', img.complete && img.naturalWidth > 0 ? '1' : '0');
+  document.body.setAttribute('data-checked', String(document.images.length));
+});
+</script>"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_report_renders_in_headless_chromium(html_report, tmp_path):
+    probe = tmp_path / "probe.html"
+    probe.write_text(html_report.read_text().replace("</body>", MARK_IMAGES + "</body>"))
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()]
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    checked = re.search(r'data-checked="(\d+)"', dom)
+    assert checked, "the page did not finish loading in chromium"
+    n = int(checked.group(1))
+    assert n >= 4
+    assert dom.count('data-ok="1"') == n and 'data-ok="0"' not in dom  # every image and heatmap decoded
