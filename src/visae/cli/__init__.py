@@ -13,6 +13,7 @@ from visae.errors import VisaeError
 
 # Each import adds its commands to ``app``.
 from visae.cli import data as _data  # noqa: F401,E402
+from visae.cli import classifier as _classifier  # noqa: F401,E402
 from visae.cli import demo as _demo  # noqa: F401,E402
 from visae.cli import train as _train  # noqa: F401,E402
 from visae.cli import layers as _layers  # noqa: F401,E402

@@ -1,0 +1,256 @@
+"""The classifier stage: ``train_classifier(cfg) -> Path``.
+
+AdamW with a linear warmup into a cosine decay (per step), label-smoothed cross-entropy,
+random flips and shifts. After every epoch it reports train/val top-1, appends a row to
+``metrics.jsonl`` and checkpoints (``checkpoint.pt``) so ``resume`` continues an
+interrupted run. The marker says ``complete: false`` until the model, processor and
+``visae_classifier.json`` are all written; only then does it say ``complete: true`` and
+the checkpoint is removed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from rich.progress import Progress
+from torch import nn
+
+from visae.artifact import prepare_out, read_marker, write_marker
+from visae.atomic import write_json, write_text, write_with
+from visae.classifier.augment import flip_shift
+from visae.classifier.config import ClassifierConfig
+from visae.classifier.evaluate import accuracy_report, predict
+from visae.classifier.model import DEFAULT_SIZE, KIND, META, build_random, load_init, save_classifier
+from visae.classifier.runtime import set_threads
+from visae.classifier.speed import Speed, choose_speed
+from visae.data.base import Dataset, Split, open_dataset
+from visae.data.transforms import Preprocess
+from visae.errors import VisaeError
+from visae.progress import info, make_progress
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+RUN_KEYS_IGNORED_ON_RESUME = {"force", "resume", "threads", "eval_batch_size", "precision", "channels_last"}
+
+
+@dataclass
+class Run:
+    """Everything the epoch loop mutates."""
+
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    speed: Speed
+    epoch: int = 0
+    seconds: float = 0.0
+    rows: list[dict[str, Any]] | None = None
+
+
+def train_classifier(cfg: ClassifierConfig) -> Path:
+    """Train the classifier ``cfg`` describes; returns the output directory."""
+    threads = set_threads(cfg.threads)
+    ds = open_dataset(cfg.data)
+    if len(ds.class_names) < 2:
+        raise VisaeError(f"{cfg.data} has {len(ds.class_names)} class(es)", "a classifier needs at least two")
+    train_split = ds.split(cfg.train_split or ds.default_split("train"))
+    val_split = ds.split(cfg.val_split or ds.default_split("val"))
+    if len(train_split) == 0:
+        raise VisaeError(f"split '{train_split.name}' of {cfg.data} is empty", "choose another --train-split")
+    model, preprocess = _build_model(cfg, ds)  # before touching --out: a bad --init leaves nothing behind
+    out = _prepare(cfg)
+    run = _start(cfg, model, train_split, preprocess, out)
+    _fit(cfg, run, train_split, val_split, preprocess, out)
+    final = _final_val(cfg, run, ds, val_split, preprocess)
+    _save(cfg, out, run, ds, preprocess, final, threads, (train_split.name, val_split.name))
+    info(
+        f"[bold green]done[/] {out}: val top-1 {final['top1']:.3f} on {final['n']} images "
+        f"after {run.epoch} epochs, {run.seconds:.0f} s of training ({run.speed.name})"
+    )
+    return out
+
+
+def _prepare(cfg: ClassifierConfig) -> Path:
+    marker = read_marker(cfg.out) if Path(cfg.out).is_dir() else None
+    if cfg.resume and marker and marker.get("kind") == KIND and marker.get("complete"):
+        raise VisaeError(f"{cfg.out} holds a finished classifier; there is nothing to resume", "pass --force to retrain")
+    out = prepare_out(cfg.out, KIND, force=cfg.force, resume=cfg.resume)
+    if not (out / CHECKPOINT).is_file():
+        write_marker(out, KIND, complete=False, data=cfg.data)
+    return out
+
+
+def _build_model(cfg: ClassifierConfig, ds: Dataset) -> tuple[nn.Module, Preprocess]:
+    if cfg.init:
+        return load_init(cfg.init, ds.class_names, cfg.size)
+    size = cfg.size or DEFAULT_SIZE
+    return build_random(cfg, ds.class_names, size), Preprocess(size=size, crop_pct=1.0)
+
+
+def _start(cfg: ClassifierConfig, model: nn.Module, split: Split, pre: Preprocess, out: Path) -> Run:
+    """Optimizer, schedule and speed choice; restored from the checkpoint when resuming."""
+    ckpt = torch.load(out / CHECKPOINT, weights_only=False) if (out / CHECKPOINT).is_file() else None
+    if ckpt is not None:
+        _check_same_run(cfg, ckpt["config"])
+        model.load_state_dict(ckpt["model"])
+    steps_per_epoch = math.ceil(len(split) / cfg.batch_size)
+    opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_cosine(cfg, steps_per_epoch))
+    if ckpt is not None:
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        speed = Speed(**ckpt["speed"])
+        info(f"resuming {out} after epoch {ckpt['epoch']}/{cfg.epochs}")
+        return Run(model, opt, sched, speed, ckpt["epoch"], ckpt["seconds"], ckpt["rows"])
+    x_BCHW, labels_B = _probe_batch(split, pre, cfg.batch_size)
+    speed = choose_speed(model, x_BCHW, labels_B, cfg.precision, cfg.channels_last)
+    if speed.step_ms:
+        timings = ", ".join(f"{k} {v:.0f} ms" for k, v in speed.step_ms.items())
+        info(f"training step on this machine: {timings} -> using {speed.name}")
+    return Run(model, opt, sched, speed, rows=[])
+
+
+def _probe_batch(split: Split, pre: Preprocess, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One real training batch (for timing the compute variants)."""
+    from visae.data.loader import ImageLoader
+
+    batch = next(iter(ImageLoader(split, pre, batch_size, shuffle=True, seed=0)))
+    return batch.pixels_BCHW, torch.as_tensor(batch.labels_B).clamp(min=0)
+
+
+def _check_same_run(cfg: ClassifierConfig, saved: dict[str, Any]) -> None:
+    now = cfg.model_dump(mode="json")
+    diff = [k for k in now if k not in RUN_KEYS_IGNORED_ON_RESUME and now[k] != saved.get(k)]
+    if diff:
+        changes = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in diff)
+        raise VisaeError(f"--resume with different settings ({changes})", "rerun with the original flags, or --force")
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Decay matrices and conv kernels; leave norms, biases and layer scales alone."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    rest = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def _warmup_cosine(cfg: ClassifierConfig, steps_per_epoch: int):
+    """lr multiplier at step t: linear 0 -> 1 over the warmup, then cosine 1 -> min_lr_ratio."""
+    total = cfg.epochs * steps_per_epoch
+    warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total - 1)
+
+    def factor(t: int) -> float:
+        if t < warmup:
+            return (t + 1) / (warmup + 1)
+        progress = min(1.0, (t - warmup) / max(1, total - warmup))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _fit(cfg: ClassifierConfig, run: Run, train: Split, val: Split, pre: Preprocess, out: Path) -> None:
+    run.model = run.speed.layout(run.model)
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    with make_progress() as bar:
+        task = bar.add_task("train", total=cfg.epochs * steps_per_epoch, completed=run.epoch * steps_per_epoch, info="")
+        while run.epoch < cfg.epochs:
+            t0 = time.perf_counter()
+            loss, train_acc = _train_epoch(cfg, run, train, pre, bar, task)
+            logits_NL, labels_N, _ = predict(run.model, val, pre, cfg.eval_batch_size, run.speed, bar)
+            val_acc = float((logits_NL.argmax(1) == labels_N)[labels_N >= 0].mean()) if len(labels_N) else math.nan
+            run.epoch += 1
+            run.seconds += time.perf_counter() - t0
+            row = {"epoch": run.epoch, "loss": loss, "train_top1": train_acc, "val_top1": val_acc,
+                   "lr": run.sched.get_last_lr()[0], "seconds": round(run.seconds, 2)}  # fmt: skip
+            run.rows.append(row)
+            write_text(out / METRICS, "".join(json.dumps(r) + "\n" for r in run.rows))
+            _checkpoint(cfg, run, out)
+            info(f"epoch {run.epoch:>3}/{cfg.epochs}  loss {loss:.3f}  train {train_acc:.3f}  val {val_acc:.3f}  "
+                 f"({run.seconds:.0f} s)")  # fmt: skip
+
+
+def _train_epoch(
+    cfg: ClassifierConfig, run: Run, split: Split, pre: Preprocess, bar: Progress, task: Any
+) -> tuple[float, float]:
+    """One pass over ``split``; returns (mean loss, top-1 on the augmented batches)."""
+    from visae.data.loader import ImageLoader
+
+    loader = ImageLoader(split, pre, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    loader.epoch = run.epoch  # the loader draws this epoch's order from (seed, epoch): resumable
+    gen = torch.Generator().manual_seed(cfg.seed * 100_003 + run.epoch)  # and so does the augmentation
+    run.model.train()
+    loss_sum, right, seen = 0.0, 0, 0
+    for batch in loader:
+        x_BCHW = flip_shift(batch.pixels_BCHW, cfg.augment_shift, cfg.augment_flip, gen)
+        labels_B = torch.as_tensor(batch.labels_B, dtype=torch.long)
+        with run.speed.autocast():
+            logits_BL = run.model(pixel_values=run.speed.layout(x_BCHW)).logits
+        loss = F.cross_entropy(logits_BL.float(), labels_B, label_smoothing=cfg.label_smoothing, ignore_index=-1)
+        run.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        run.opt.step()
+        run.sched.step()
+        n = int((labels_B >= 0).sum())
+        loss_sum += loss.item() * n
+        right += int((logits_BL.detach().argmax(1) == labels_B).sum())
+        seen += n
+        bar.update(task, advance=1, info=f"epoch {run.epoch + 1} loss {loss_sum / max(seen, 1):.3f}")
+    return loss_sum / max(seen, 1), right / max(seen, 1)
+
+
+def _checkpoint(cfg: ClassifierConfig, run: Run, out: Path) -> None:
+    state = {
+        "epoch": run.epoch,
+        "seconds": run.seconds,
+        "rows": run.rows,
+        "model": run.model.state_dict(),
+        "optimizer": run.opt.state_dict(),
+        "scheduler": run.sched.state_dict(),
+        "speed": {"bf16": run.speed.bf16, "channels_last": run.speed.channels_last, "step_ms": run.speed.step_ms},
+        "config": cfg.model_dump(mode="json"),
+    }
+    write_with(out / CHECKPOINT, lambda p: torch.save(state, p))
+
+
+def _final_val(cfg: ClassifierConfig, run: Run, ds: Dataset, val: Split, pre: Preprocess) -> dict[str, Any]:
+    logits_NL, labels_N, skipped = predict(run.model, val, pre, cfg.eval_batch_size, run.speed)
+    return {**accuracy_report(logits_NL, labels_N, ds.class_names, ds.hierarchy), "skipped": skipped}
+
+
+def _save(
+    cfg: ClassifierConfig,
+    out: Path,
+    run: Run,
+    ds: Dataset,
+    pre: Preprocess,
+    final: dict[str, Any],
+    threads: int,
+    splits: tuple[str, str],
+) -> None:
+    """Model + processor, then visae_classifier.json, then the marker saying complete."""
+    save_classifier(out, run.model, pre)
+    meta = {
+        "format_version": 1,
+        "data": cfg.data,
+        "splits": {"train": splits[0], "val": splits[1]},
+        "class_names": list(ds.class_names),
+        "hierarchy": ds.hierarchy.to_json() if ds.hierarchy else None,
+        "init": cfg.init,
+        "epochs": run.epoch,
+        "train_top1": run.rows[-1]["train_top1"],
+        "val_top1": final["top1"],
+        "val": {k: final[k] for k in ("n", "top1", "top5", "levels") if k in final},
+        "train_seconds": round(run.seconds, 2),
+        "preprocess": pre.model_dump(mode="json"),
+        "compute": {"dtype": "bfloat16" if run.speed.bf16 else "float32", "channels_last": run.speed.channels_last,
+                    "step_ms": run.speed.step_ms, "threads": threads},  # fmt: skip
+        "config": cfg.model_dump(mode="json"),
+    }
+    write_json(out / META, meta)
+    write_marker(out, KIND, complete=True, data=cfg.data, val_top1=final["top1"])
+    (out / CHECKPOINT).unlink(missing_ok=True)

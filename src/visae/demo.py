@@ -1,0 +1,186 @@
+"""``visae demo``: the reference study, end to end, on the embedded default.
+
+Procedural aircraft -> ConvNeXt classifier trained from scratch -> spatial activations of
+its final stage -> TopK SAE -> feature analysis -> static report. Each step writes its own
+artifact under ``out``; a step whose artifact is already complete is reused, so an
+interrupted demo continues where it stopped (``--force`` starts over).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from visae.artifact import read_marker
+from visae.config import Config
+from visae.errors import VisaeError
+from visae.progress import info
+
+
+class DemoConfig(Config):
+    """How big a demo to run and where to put it."""
+
+    out: Path = Path("runs/demo")
+    """Directory that receives every step's artifact (data/, classifier/, store/, sae/, report.html)."""
+    quick: bool = False
+    """A small, fast version of every step (used by the tests): about a minute on 2 cores."""
+    force: bool = False
+    """Delete a previous demo in ``out`` and start over instead of reusing its finished steps."""
+    seed: int = Field(0, ge=0)
+    """Seed of every step."""
+
+
+class Sizes(Config):
+    """Step sizes of one demo flavour."""
+
+    n_train: int
+    n_val: int
+    n_ood: int
+    epochs: int
+    sae_tokens: int
+    sae_batch: int
+    expansion: int
+    k: int
+    top: int
+
+
+FULL = Sizes(n_train=24_000, n_val=2_000, n_ood=1_000, epochs=30, sae_tokens=6_000_000, sae_batch=4096,
+             expansion=8, k=8, top=32)  # fmt: skip
+QUICK = Sizes(n_train=3_000, n_val=400, n_ood=200, epochs=2, sae_tokens=400_000, sae_batch=2048,
+              expansion=4, k=8, top=16)  # fmt: skip
+
+
+def demo(cfg: DemoConfig) -> dict[str, Any]:
+    """Run (or finish) every step of the demo; return the summary it prints."""
+    sizes = QUICK if cfg.quick else FULL
+    out = Path(cfg.out)
+    if cfg.force and out.exists():
+        _clear(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {k: out / k for k in ("data", "classifier", "store", "sae")}
+    report_path = out / "report.html"
+    timings: dict[str, float] = {}
+
+    def step(name: str, done: Callable[[], bool], run: Callable[[], Any]) -> None:
+        if done():
+            info(f"[demo] {name}: reusing {paths.get(name, report_path)}")
+            return
+        info(f"[demo] {name} ...")
+        t0 = time.perf_counter()
+        run()
+        timings[name] = time.perf_counter() - t0
+
+    step("data", lambda: _complete(paths["data"], "synth-aircraft"), lambda: _make_data(paths["data"], sizes, cfg))
+    data_spec = f"synth-aircraft:{paths['data']}"
+    step("classifier", lambda: _complete(paths["classifier"], "classifier"),
+         lambda: _train_classifier(data_spec, paths["classifier"], sizes, cfg))  # fmt: skip
+    model_spec = f"hf:{paths['classifier']}"
+    step("store", lambda: _complete(paths["store"], "store"),
+         lambda: _extract(model_spec, data_spec, paths["store"]))  # fmt: skip
+    step("sae", lambda: _complete(paths["sae"], "sae-run"), lambda: _train_sae(paths["store"], paths["sae"], sizes, cfg))
+    step("analysis", lambda: (paths["sae"] / "features.sqlite").is_file(),
+         lambda: _analyze(paths["sae"], paths["store"], sizes))  # fmt: skip
+    step("report", report_path.is_file, lambda: _report(paths["sae"], report_path))
+    return _summary(paths, report_path, timings)
+
+
+def _clear(out: Path) -> None:
+    """Remove the demo's own artifacts only; anything else in ``out`` is refused."""
+    known = {"data", "classifier", "store", "sae", "report.html"}
+    foreign = [p.name for p in out.iterdir() if p.name not in known]
+    if foreign:
+        raise VisaeError(f"{out} holds files the demo did not write ({', '.join(sorted(foreign)[:3])})",
+                         "choose another --out")  # fmt: skip
+    for p in out.iterdir():
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+def _complete(path: Path, kind: str) -> bool:
+    marker = read_marker(path) if path.is_dir() else None
+    return bool(marker) and marker.get("kind") == kind and marker.get("complete", True) is not False
+
+
+def _make_data(path: Path, sizes: Sizes, cfg: DemoConfig) -> None:
+    from visae.data.synth import SynthAircraftConfig, generate_synth_aircraft
+
+    generate_synth_aircraft(SynthAircraftConfig(out=path, n_train=sizes.n_train, n_val=sizes.n_val,
+                                                n_ood=sizes.n_ood, seed=cfg.seed, force=True))  # fmt: skip
+
+
+def _train_classifier(data: str, path: Path, sizes: Sizes, cfg: DemoConfig) -> None:
+    from visae.classifier import ClassifierConfig, train_classifier
+
+    train_classifier(ClassifierConfig(data=data, out=path, epochs=sizes.epochs, seed=cfg.seed, force=True))
+
+
+def final_stage(model_spec: str) -> str:
+    """The module path of the classifier's last ConvNeXt stage (its final spatial map)."""
+    from visae.backbones import load_backbone
+
+    names = [layer.name for layer in load_backbone(model_spec).layers()]
+    stages = [n for n in names if re.search(r"encoder\.stages\.\d+$", n)]
+    if not stages:
+        raise VisaeError(f"{model_spec} has no ConvNeXt stages", "train the classifier again with --force")
+    return max(stages, key=lambda n: int(n.rsplit(".", 1)[1]))
+
+
+def _extract(model: str, data: str, path: Path) -> None:
+    from visae.extraction import ExtractConfig, extract
+
+    extract(ExtractConfig(model=model, layers=[final_stage(model)], data=data, split="train", out=path,
+                          dtype="bf16", batch_size=256, force=True))  # fmt: skip
+
+
+def _train_sae(store: Path, path: Path, sizes: Sizes, cfg: DemoConfig) -> None:
+    from visae.sae import SAEHparams, TrainConfig, train
+
+    hp = SAEHparams(name="topk", arch="topk", k=sizes.k, expansion=sizes.expansion)
+    train(TrainConfig(store=str(store), out=str(path), saes=[hp], tokens=sizes.sae_tokens,
+                      batch_size=sizes.sae_batch, seed=cfg.seed, force=True))  # fmt: skip
+
+
+def _analyze(run: Path, store: Path, sizes: Sizes) -> None:
+    from visae.analysis import AnalyzeConfig, analyze
+
+    analyze(AnalyzeConfig(run=run, store=store, top=sizes.top, force=True))
+
+
+def _report(run: Path, out: Path) -> None:
+    from visae.report import ReportConfig, report
+
+    report(ReportConfig(run=run, out=out, force=True))
+
+
+def _summary(paths: dict[str, Path], report_path: Path, timings: dict[str, float]) -> dict[str, Any]:
+    import json
+
+    from visae.analysis import summary as analysis_summary
+    from visae.sae.trainer import read_metrics
+    from visae.store import Store
+
+    clf = json.loads((paths["classifier"] / "visae_classifier.json").read_text())
+    store = Store(paths["store"])
+    sae = read_metrics(paths["sae"])[-1]
+    feats = analysis_summary(paths["sae"])
+    grid = store.meta.layout.get("grid") if isinstance(store.meta.layout, dict) else None
+    return {
+        "data": f"{paths['data']} ({clf['data']})",
+        "classifier val top-1": clf["val_top1"],
+        "classifier train seconds": clf["train_seconds"],
+        "store": f"{store.meta.layer}: {len(store)} tokens x {store.d}" + (f", grid {grid[0]}x{grid[1]}" if grid else ""),
+        "SAE": f"TopK, {feats['n_latents']} latents",
+        "SAE NMSE": sae["nmse"],
+        "SAE L0": sae["l0"],
+        "SAE dead %": sae["dead_pct"],
+        "SAE dense %": sae["dense_pct"],
+        "part-pure latents (top-16 >= 80% on one part)": f"SAE {feats['part_pure_sae']} / {feats['n_latents']} "
+        f"vs raw channels {feats['part_pure_raw']} / {feats['n_channels']}",
+        "report": str(report_path),
+        "seconds per step": {k: round(v, 1) for k, v in timings.items()},
+    }
