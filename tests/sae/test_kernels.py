@@ -94,3 +94,61 @@ def test_bf16_autocast_runs_only_the_gemm_in_bf16():
     torch.testing.assert_close(val, ref, atol=0.15, rtol=0.05)  # bf16 GEMM precision
     out.sum().backward()
     assert W_enc.grad.dtype == torch.float32 and torch.isfinite(W_enc.grad).all()
+
+
+def test_recycled_gradients_give_the_same_gradients_in_the_same_memory():
+    x, b_dec, W_enc, b_enc, W_dec = _weights(64, 4096, 5)  # [4096, 64]: big enough to recycle
+    params = [b_dec, W_enc, b_enc, W_dec]
+
+    def backward():
+        sel = kernels.select_topk((x - b_dec).detach(), W_enc.detach(), b_enc.detach(), 3)
+        val = torch.relu(kernels.encoder_values(x, b_dec, W_enc, b_enc, sel))
+        kernels.sparse_decode(sel.idx_BK, val, W_dec).pow(2).sum().backward()
+
+    backward()
+    fresh = [p.grad.clone() for p in params]
+    for p in params:
+        p.grad.fill_(float("nan"))  # whatever the old gradients hold must not leak in
+    old_ptrs = {W_enc.grad.data_ptr(), W_dec.grad.data_ptr()}
+    kernels.recycle_grads(params)
+    assert all(p.grad is None for p in params)
+    backward()
+    kernels.drop_spare_grads()
+    assert {W_enc.grad.data_ptr(), W_dec.grad.data_ptr()} == old_ptrs
+    assert W_enc.grad.stride() == W_enc.stride()
+    for p, want in zip(params, fresh):
+        torch.testing.assert_close(p.grad, want)
+
+
+def test_selection_survives_the_reused_gemm_buffer():
+    x, b_dec, W_enc, b_enc, _ = _weights(8, 40, 6)
+    first = kernels.select_topk(x.detach(), W_enc.detach(), b_enc.detach(), 3, chunk=5)
+    keep = first.pre_BK.clone(), first.idx_BK.clone()
+    kernels.select_topk(2 * x.detach(), W_enc.detach(), b_enc.detach(), 3, chunk=5)
+    assert torch.equal(first.pre_BK, keep[0]) and torch.equal(first.idx_BK, keep[1])
+    idx_ref, top_ref = reference.select_topk(x.detach(), W_enc.detach(), b_enc.detach(), 3)
+    torch.testing.assert_close(first.pre_BK.sort(1).values, top_ref.sort(1).values)
+
+
+def test_few_threads_gives_the_gemm_every_thread_back():
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with kernels.few_threads():
+            assert torch.get_num_threads() == 1
+            with kernels.all_threads():
+                assert torch.get_num_threads() == 2
+            assert torch.get_num_threads() == 1
+            with kernels.few_threads():  # nested: still restores the outer setting
+                pass
+            assert torch.get_num_threads() == 1
+            with kernels.all_threads():
+                assert torch.get_num_threads() == 2
+        assert torch.get_num_threads() == 2
+        with pytest.raises(ValueError), kernels.few_threads():
+            raise ValueError
+        assert torch.get_num_threads() == 2
+        with kernels.all_threads():  # outside few_threads: changes nothing
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(n)

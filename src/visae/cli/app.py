@@ -25,10 +25,3 @@ def subcommand(name: str, help: str) -> typer.Typer:
     app.add_typer(group, name=name)
     return group
 
-
-@app.command()
-def version() -> None:
-    """Print visae's version."""
-    from visae import __version__
-
-    print(__version__)

@@ -119,7 +119,8 @@ class SAE(nn.Module):
         ``coeffs`` maps an aux term's name to its weight (default 1).
         """
         coeffs = coeffs or {}
-        mse = (out.recon_BD.float() - x_BD.float()).pow(2).sum(dim=-1).mean()
+        # sum over D, mean over tokens; one fused op (and one in the backward) on [B, D]
+        mse = nn.functional.mse_loss(out.recon_BD.float(), x_BD.float(), reduction="sum") / x_BD.shape[0]
         total = mse
         for name, term in out.aux.items():
             total = total + coeffs.get(name, 1.0) * term
@@ -136,8 +137,8 @@ class SAE(nn.Module):
         """Drop the part of each decoder row's gradient along the row itself."""
         if self.unit_norm_decoder and self.W_dec.grad is not None:
             g, W = self.W_dec.grad, self.W_dec
-            along_S1 = torch.linalg.vecdot(g, W, dim=1).unsqueeze(1)  # (g . w) per row
-            g.addcmul_(along_S1.expand_as(W), W, value=-1.0)  # g -= (g . w) w
+            along_S11 = torch.bmm(g.unsqueeze(1), W.unsqueeze(2))  # (g . w) per row, no [S, D] temporary
+            g.addcmul_(along_S11.view(-1, 1).expand_as(W), W, value=-1.0)  # g -= (g . w) w
 
     @torch.no_grad()
     def fold_normalization(self, mean_D: Tensor, scale: float) -> None:

@@ -11,7 +11,13 @@ A top-k SAE step should cost about one dense encoder GEMM. Autograd through
   weight and bias gradients touch only the selected latents (a CSR [S, B] x [B, D]
   product), the ``b_dec`` gradient is one [D, S] matvec;
 - ``sparse_decode`` decodes with ``embedding_bag`` and back-propagates to ``W_dec`` only
-  on the selected rows, to the values by a sampled dot product (SDDMM).
+  on the selected rows, to the values by a sampled dot product (SDDMM); both walk the
+  slots sorted by latent, so the rows of ``W_dec`` are read in order.
+
+On a small shared CPU the non-GEMM work costs as much in overheads as in arithmetic, so:
+the GEMM writes into one reused scratch buffer, the weight gradients into last step's
+gradients (``recycle_grads``) — fresh 40-100 MB tensors page-fault on every step — and
+``few_threads`` runs everything but the GEMM and the top-k on one thread.
 
 ``reference.py`` holds the plain versions of the same maths; tests check that the two
 agree in values and gradients. All gradients are computed in float32 (the weights'
@@ -20,7 +26,10 @@ dtype); only the encoder GEMM runs in bf16 under bf16 autocast.
 
 from __future__ import annotations
 
+import threading
 import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import numpy as np
@@ -47,16 +56,82 @@ def gemm_dtype(W: Tensor) -> torch.dtype:
     return W.dtype
 
 
+_threads = threading.local()
+
+
+@contextmanager
+def few_threads(n: int = 1) -> Iterator[None]:
+    """Run the ops inside on ``n`` threads, except the encoder GEMM and top-k.
+
+    On a shared 2-core machine every parallel region of a small op waits for a scheduler
+    slice before both threads are in; a training step has ~100 such ops on [B, D], [B, K]
+    and [S, D] tensors, which then cost more than the GEMM. The GEMM and the top-k (one
+    big region per chunk) get every thread back through ``all_threads``.
+    """
+    outer = getattr(_threads, "full", None), getattr(_threads, "few", None)
+    full = outer[0] or torch.get_num_threads()
+    _threads.full, _threads.few = full, n
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        _threads.full, _threads.few = outer
+        torch.set_num_threads(outer[1] or full)
+
+
+@contextmanager
+def all_threads() -> Iterator[None]:
+    """Inside ``few_threads``: give the ops inside every thread again (else a no-op)."""
+    full = getattr(_threads, "full", None)
+    if full is None:
+        yield
+        return
+    torch.set_num_threads(full)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(_threads.few)
+
+
+SCRATCH_BYTES = 128 * 2**20
+"""Most bytes of the reused pre-activation buffer: bounds the rows of one GEMM chunk."""
+
+_scratch = threading.local()
+
+
+def _scratch_2d(rows: int, cols: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A [rows, cols] buffer kept across calls (per thread, dtype and device).
+
+    A fresh [2048, 12288] float32 tensor is mmap'd by malloc and page-faults on every
+    step (~30 ms per 100 MB on a small VM); the encoder GEMM writes into this one instead.
+    """
+    bufs = _scratch.__dict__.setdefault("bufs", {})
+    buf, n = bufs.get((dtype, device)), rows * cols
+    if buf is None or buf.numel() < n:
+        bufs.pop((dtype, device), None)  # free the small one before allocating
+        buf = bufs[(dtype, device)] = torch.empty(n, dtype=dtype, device=device)
+    return buf[:n].view(rows, cols)
+
+
 @torch.no_grad()
 def _pre_chunks(xc_BD: Tensor, W_enc_DS: Tensor, b_enc_S: Tensor, chunk: int):
-    """Yield (row slice, pre-activations [rows, S]) of ``xc @ W_enc + b_enc``."""
+    """Yield (row slice, pre-activations [rows, S]) of ``xc @ W_enc + b_enc``.
+
+    The pre-activations live in a reused scratch buffer: use them before the next chunk.
+    """
     dt = gemm_dtype(W_enc_DS)
     with torch.autocast(xc_BD.device.type, enabled=False):
         W = W_enc_DS.to(dt)
         b = b_enc_S.to(dt)
         x = xc_BD.to(dt)
-        for i in range(0, x.shape[0], chunk):
-            yield slice(i, i + chunk), torch.addmm(b, x[i : i + chunk], W)
+        B, S = x.shape[0], W.shape[1]
+        rows = max(1, min(chunk, B, SCRATCH_BYTES // (S * W.element_size())))
+        buf_bS = _scratch_2d(rows, S, dt, x.device)
+        for i in range(0, B, rows):
+            pre_bS = buf_bS[: min(rows, B - i)]
+            with all_threads():
+                torch.mm(x[i : i + rows], W, out=pre_bS).add_(b)  # mm + in-place bias beats addmm
+            yield slice(i, i + rows), pre_bS
 
 
 @torch.no_grad()
@@ -68,9 +143,10 @@ def select_topk(
     idx_BK = torch.empty(B, k, dtype=torch.int64, device=xc_BD.device)
     pre_BK = torch.empty(B, k, dtype=torch.float32, device=xc_BD.device)
     for rows, pre_bS in _pre_chunks(xc_BD, W_enc_DS, b_enc_S, chunk):
-        top = pre_bS.topk(k, dim=1, sorted=False)
-        idx_BK[rows] = top.indices
-        pre_BK[rows] = top.values.float()
+        with all_threads():
+            val_bK, idx_bK = pre_bS.topk(k, dim=1, sorted=False)
+        idx_BK[rows] = idx_bK
+        pre_BK[rows] = val_bK
     return Selection(idx_BK, pre_BK)
 
 
@@ -134,14 +210,69 @@ def _stable_order(flat: Tensor, S: int) -> Tensor:
     return torch.from_numpy(np.argsort(keys, kind="stable"))
 
 
-def _csr_by_latent(idx_BK: Tensor, val_BK: Tensor, S: int) -> Tensor:
-    """The transpose, [S, B] (CSR, rows are latents): sort the slots by latent."""
-    B, K = idx_BK.shape
+def _latent_order(idx_BK: Tensor, S: int) -> tuple[Tensor, Tensor]:
+    """Sort the slots by latent: CSR row pointers [S + 1] and the slot ids (b * K + k) in
+    latent order."""
     flat = idx_BK.reshape(-1)
-    order = _stable_order(flat, S)
     crow = torch.zeros(S + 1, dtype=torch.int64, device=flat.device)
     crow[1:] = torch.bincount(flat, minlength=S).cumsum(0)
+    return crow, _stable_order(flat, S)
+
+
+def _csr_by_latent(idx_BK: Tensor, val_BK: Tensor, S: int, by_latent=None) -> Tensor:
+    """The transpose, [S, B] (CSR, rows are latents)."""
+    B, K = idx_BK.shape
+    crow, order = by_latent if by_latent is not None else _latent_order(idx_BK, S)
     return _csr(crow, order // K, val_BK.reshape(-1)[order], (S, B))
+
+
+def recycle_grads(params: Iterable[Tensor]) -> None:
+    """``zero_grad(set_to_none=True)`` that keeps the big gradients for the next backward.
+
+    The next weight-gradient products write into them instead of into fresh memory (a
+    fresh 37 MB tensor page-faults ~15 ms on a small VM); autograd then installs them as
+    the new ``.grad``. The caller must hold no other reference to the old gradients.
+    ``drop_spare_grads()`` after the backward frees the ones it did not use.
+    """
+    spare = _scratch.__dict__.setdefault("spare", [])
+    spare.clear()
+    for p in params:
+        g, p.grad = p.grad, None
+        if g is not None and g.dim() == 2 and g.numel() >= 2**18:
+            spare.append(g if g.is_contiguous() else g.t())
+        del g
+
+
+def drop_spare_grads() -> None:
+    """Free the gradients ``recycle_grads`` kept that no backward used."""
+    _scratch.__dict__.setdefault("spare", []).clear()
+
+
+def _empty_2d(rows: int, cols: int, like: Tensor) -> Tensor:
+    """An uninitialised contiguous [rows, cols] tensor: a recycled gradient when one fits."""
+    spare = _scratch.__dict__.get("spare", [])
+    for i, t in enumerate(spare):
+        if t.shape == (rows, cols) and t.dtype == like.dtype and t.device == like.device and t.is_contiguous():
+            return spare.pop(i)
+    return like.new_empty(rows, cols)
+
+
+def _latent_mm(csr_SB: Tensor, dense_BD: Tensor) -> Tensor:
+    """``csr_SB @ dense_BD`` into uninitialised memory (``beta=0``: no zero-fill pass)."""
+    out_SD = _empty_2d(csr_SB.shape[0], dense_BD.shape[1], dense_BD)
+    return torch.addmm(out_SD, csr_SB, dense_BD, beta=0.0, out=out_SD)
+
+
+def _sampled_dots(idx_BK: Tensor, g_BD: Tensor, W_SD: Tensor, by_latent) -> Tensor:
+    """``out[b, k] = g[b] . W[idx[b, k]]`` (an SDDMM). Walked latent by latent, so the rows
+    of ``W`` are read in order (2x faster than token by token at S=12288)."""
+    B, K = idx_BK.shape
+    crow, order = by_latent
+    pattern_SB = _csr(crow, order // K, g_BD.new_zeros(B * K), (W_SD.shape[0], B))
+    dots_N = torch.sparse.sampled_addmm(pattern_SB, W_SD, g_BD.t(), beta=0.0).values()
+    out_N = torch.empty_like(dots_N)
+    out_N[order] = dots_N
+    return out_N.view(B, K)
 
 
 def _like_layout(grad_DS_view: Tensor, W: Tensor) -> Tensor:
@@ -169,7 +300,7 @@ class _EncoderValues(Function):
         dx_BD = dW_enc_DS = None
         if ctx.needs_input_grad[2]:
             xc_BD = (x_BD - b_dec_D).to(W_enc_DS.dtype)
-            dW_SD = _csr_by_latent(idx_BK, g_BK, S) @ xc_BD
+            dW_SD = _latent_mm(_csr_by_latent(idx_BK, g_BK, S), xc_BD)
             dW_enc_DS = _like_layout(dW_SD.t(), W_enc_DS)
         if ctx.needs_input_grad[0]:
             dx_BD = _csr_by_row(idx_BK, g_BK, S) @ W_enc_DS.t()
@@ -194,12 +325,11 @@ class _SparseDecode(Function):
         S = W_dec_SD.shape[0]
         g_BD = g_BD.to(W_dec_SD.dtype).contiguous()
         dval_BK = dW_SD = None
+        by_latent = _latent_order(idx_BK, S)
         if ctx.needs_input_grad[1]:
-            pattern = _csr_by_row(idx_BK, torch.zeros_like(val_BK), S)
-            sampled = torch.sparse.sampled_addmm(pattern, g_BD, W_dec_SD.t(), beta=0.0)
-            dval_BK = sampled.values().view_as(val_BK)
+            dval_BK = _sampled_dots(idx_BK, g_BD, W_dec_SD, by_latent)
         if ctx.needs_input_grad[2]:
-            dW_SD = _csr_by_latent(idx_BK, val_BK, S) @ g_BD
+            dW_SD = _latent_mm(_csr_by_latent(idx_BK, val_BK, S, by_latent), g_BD)
         return None, dval_BK, dW_SD
 
 

@@ -6,12 +6,14 @@ remove the decoder-parallel gradient, clip, Adam, re-normalise the decoder.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from visae.errors import VisaeError
+from visae.sae import kernels
 from visae.sae.base import SAE
 from visae.sae.train_config import DEFAULT_SPARSITY, SAEHparams, TrainConfig
 
@@ -32,10 +34,32 @@ def lr_factor(step: int, total: int, warmup: float, decay: float) -> float:
     return max(f, 0.0)
 
 
+class MemoryOrderAdam(torch.optim.Adam):
+    """torch's Adam, with the fused CPU kernel fed memory-order views.
+
+    The fused kernel copies a non-contiguous tensor to a contiguous one and back; ``W_enc``
+    is column-major (see ``base.py``), so that costs ~50 ms a step at 768 x 12288. The
+    update is element-wise: on ``p.t()``, ``grad.t()``, ``exp_avg.t()``, ``exp_avg_sq.t()``
+    (contiguous views of the same memory) it is the same update, with no copies. State,
+    ``state_dict`` and results are those of ``torch.optim.Adam``.
+    """
+
+    def _init_group(self, group, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps):
+        has_complex = super()._init_group(group, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps)
+        if group["fused"] and not group["amsgrad"]:
+            lists = (params, grads, exp_avgs, exp_avg_sqs)
+            for i, p in enumerate(params):
+                same = all(t[i].stride() == p.stride() and t[i].shape == p.shape for t in lists)
+                if same and p.dim() == 2 and not p.is_contiguous() and p.t().is_contiguous():
+                    for t in lists:
+                        t[i] = t[i].t()
+        return has_complex
+
+
 def make_adam(params: list[Tensor], lr: float) -> torch.optim.Optimizer:
     kw: dict[str, Any] = {"lr": lr, "betas": (0.9, 0.999), "eps": 6.25e-10}
     try:
-        return torch.optim.Adam(params, fused=True, **kw)
+        return MemoryOrderAdam(params, fused=True, **kw)
     except (RuntimeError, TypeError):
         return torch.optim.Adam(params, foreach=True, **kw)
 
@@ -64,19 +88,32 @@ class Member:
         return c
 
     def step(self, x_BD: Tensor, step: int, measure: bool) -> None:
-        """One optimisation step on ``x_BD``; raises on a non-finite loss before touching weights."""
-        sae, cfg = self.sae, self.cfg
+        """One optimisation step on ``x_BD``; raises on a non-finite loss before touching weights.
+
+        Top-k families (sparse kernels) run it on one thread except the encoder GEMM and
+        top-k (``kernels.few_threads``); dense architectures are all GEMMs and keep every thread.
+        """
+        cfg = self.cfg
         lr = self.base_lr * lr_factor(step, self.total_steps, cfg.lr_warmup, cfg.lr_decay)
         for group in self.opt.param_groups:
             group["lr"] = lr
+        with kernels.few_threads() if self.sae.needs_k else nullcontext():
+            self._update(x_BD, step, lr, measure)
+
+    def _update(self, x_BD: Tensor, step: int, lr: float, measure: bool) -> None:
+        sae, cfg = self.sae, self.cfg
         dead_S = self.since_fired_S >= cfg.dead_tokens
         with torch.autocast(x_BD.device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bf16"):
             out = sae(x_BD, dead_S=dead_S)
         loss, terms = sae.loss(x_BD, out, self.coeffs(step))
         if not bool(torch.isfinite(loss)):
             raise NonFiniteLoss(self.name, step, float(loss.detach()))
-        self.opt.zero_grad(set_to_none=True)
+        if out.codes.is_sparse:  # the sparse backward writes into last step's gradients
+            kernels.recycle_grads(sae.parameters())  # = zero_grad(set_to_none=True)
+        else:
+            self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        kernels.drop_spare_grads()
         sae.remove_parallel_grad()
         torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip)
         self.opt.step()
