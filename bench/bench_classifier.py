@@ -93,7 +93,8 @@ def report(cfg, meta, wall_s, gen_s, steps, gemm, threads, flags) -> list[str]: 
     ms = steps["step_ms"]
     levels = ", ".join(f"{k} {v:.3f}" for k, v in meta["val"].get("levels", {}).items())
     size = meta["preprocess"]["size"]
-    model = f"ConvNeXt patch {cfg.patch_size}, widths {list(cfg.hidden_sizes)}, depths {list(cfg.depths)}, {size} px"
+    model = (f"ConvNeXt patch {cfg.patch_size}, widths {list(cfg.hidden_sizes)}, depths {list(cfg.depths)}, "
+             f"layer scale {cfg.layer_scale_init}, {cfg.weight_init} init, batch {cfg.batch_size}, lr {cfg.lr}, {size} px")
     return [
         SECTION,
         "",

@@ -50,9 +50,9 @@ class Sizes(Config):
     top: int
 
 
-FULL = Sizes(n_train=24_000, n_val=2_000, n_ood=1_000, epochs=30, sae_tokens=6_000_000, sae_batch=4096,
+FULL = Sizes(n_train=24_000, n_val=2_000, n_ood=1_000, epochs=8, sae_tokens=6_000_000, sae_batch=4096,
              expansion=8, k=8, top=32)  # fmt: skip
-QUICK = Sizes(n_train=3_000, n_val=400, n_ood=200, epochs=2, sae_tokens=400_000, sae_batch=2048,
+QUICK = Sizes(n_train=6_000, n_val=400, n_ood=200, epochs=8, sae_tokens=400_000, sae_batch=2048,
               expansion=4, k=8, top=16)  # fmt: skip
 
 

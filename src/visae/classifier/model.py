@@ -43,11 +43,17 @@ def build_random(cfg: Any, class_names: list[str], size: int) -> nn.Module:
         hidden_sizes=list(cfg.hidden_sizes),
         depths=list(cfg.depths),
         drop_path_rate=cfg.drop_path_rate,
+        layer_scale_init_value=cfg.layer_scale_init,
         image_size=size,
         **_label_maps(class_names),
     )
     torch.manual_seed(cfg.seed)
-    return ConvNextForImageClassification(config)
+    model = ConvNextForImageClassification(config)
+    if cfg.weight_init == "torch":
+        for module in model.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                module.reset_parameters()  # Kaiming-uniform weights, fan-in-scaled uniform biases
+    return model
 
 
 def _label_maps(class_names: list[str]) -> dict[str, Any]:

@@ -19,6 +19,9 @@ def synth_aircraft(
     n_ood: int = typer.Option(None, "--n-ood", help="Images of the withheld out-of-distribution variants [default: 1000]."),
     size: int = typer.Option(None, "--size", help="Image side in pixels, >= 32 [default: 64]."),
     seed: int = typer.Option(None, "--seed", help="Random seed; the same seed gives byte-identical files [default: 0]."),
+    difficulty: str = typer.Option(
+        None, "--difficulty", help="'easy' (mostly top-down views, aircraft large in the frame, light clutter) or "
+        "'hard' (oblique views from above and below, smaller, clouds and distractors in front) [default: easy]."),
     workers: int = typer.Option(None, "--workers", help="Rendering processes [default: min(2, CPUs)]; does not change the output."),
     force: bool = typer.Option(False, "--force", help="Replace whatever --out already holds."),
 ) -> None:
@@ -34,7 +37,7 @@ def synth_aircraft(
     from visae.data.synth import SynthAircraftConfig, generate_synth_aircraft
 
     cfg = SynthAircraftConfig.build(out=out, n_train=n_train, n_val=n_val, n_ood=n_ood, size=size, seed=seed,
-                                    workers=workers, force=force)
+                                    difficulty=difficulty, workers=workers, force=force)
     path = generate_synth_aircraft(cfg)
     total = cfg.n_train + cfg.n_val + cfg.n_ood
     print(f"wrote {total} images ({cfg.n_train} train, {cfg.n_val} val, {cfg.n_ood} ood) of {cfg.size}px to {path}")

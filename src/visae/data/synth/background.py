@@ -41,12 +41,19 @@ def smooth_noise(rng: np.random.Generator, n: int, size: int, grids: tuple[int, 
     return out / sum(0.45**i for i in range(len(grids)))
 
 
-def sample_background(rng: np.random.Generator) -> dict:
+COVER = {
+    "hard": {"sky": (0.0, 0.35), "cloudy": (0.45, 0.75), "horizon": (0.0, 0.3), "terrain": (0.0, 0.25)},
+    "easy": {"sky": (0.0, 0.25), "cloudy": (0.3, 0.5), "horizon": (0.0, 0.2), "terrain": (0.0, 0.15)},
+}
+"""Cloud cover range of each background kind, per difficulty."""
+
+
+def sample_background(rng: np.random.Generator, difficulty: str = "easy") -> dict:
     """The per-image background factors (recorded in the manifest)."""
     kind = BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
     top = np.array([60, 110, 190]) + rng.integers(-30, 31, 3)
     bottom = np.array([175, 205, 235]) + rng.integers(-25, 26, 3)
-    cover = {"sky": (0.0, 0.35), "cloudy": (0.45, 0.75), "horizon": (0.0, 0.3), "terrain": (0.0, 0.25)}[kind]
+    cover = COVER[difficulty][kind]
     return {
         "background": kind,
         "sky_top": [int(c) for c in np.clip(top, 0, 255)],

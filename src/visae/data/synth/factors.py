@@ -49,37 +49,56 @@ def sample_palette(rng: np.random.Generator, variant: str) -> dict[str, str]:
     }
 
 
-def sample_distractors(rng: np.random.Generator) -> list[dict]:
-    """0-3 distractors (birds, balloons, kites, clouds, shapes), some in front of the aircraft."""
-    n = int(rng.choice(4, p=[0.35, 0.35, 0.2, 0.1]))
+def sample_distractors(rng: np.random.Generator, difficulty: str = "easy") -> list[dict]:
+    """Distractors (birds, balloons, kites, clouds, shapes): ``easy`` 0-1 small ones, never in
+    front of the aircraft; ``hard`` 0-3, a quarter of them in front."""
+    hard = difficulty == "hard"
+    n = int(rng.choice(4, p=[0.35, 0.35, 0.2, 0.1])) if hard else int(rng.random() < 0.3)
     out = []
     for _ in range(n):
         kind = DISTRACTORS[rng.integers(len(DISTRACTORS))]
         colour = colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.3, 0.9), rng.uniform(0.3, 0.9))
+        lo, hi = DISTRACTOR_SIZE[kind]
         out.append({
             "kind": kind,
             "x": round(float(rng.uniform(0.05, 0.95)), 3),
             "y": round(float(rng.uniform(0.05, 0.95)), 3),
-            "size": round(float(rng.uniform(*DISTRACTOR_SIZE[kind])), 3),
+            "size": round(float(rng.uniform(lo, hi if hard else (lo + hi) / 2)), 3),
             "angle": round(float(rng.uniform(0, 360)), 1),
             "colour": _hex(np.array(colour) * 255),
-            "front": bool(rng.random() < 0.25),
+            "front": bool(hard and rng.random() < 0.25),
         })
     return out
 
 
-def sample_factors(rng: np.random.Generator, variant: str) -> dict:
+def _pose_easy(rng: np.random.Generator) -> dict:
+    """Mostly top-down (planform) views, any in-plane rotation, large in the frame."""
+    return {"elevation": rng.uniform(70, 90), "bank": rng.uniform(-8, 8), "pitch": rng.uniform(-5, 5),
+            "scale": rng.uniform(0.8, 0.97)}
+
+
+def _pose_hard(rng: np.random.Generator) -> dict:
+    """Oblique views from above and (a fifth) from below, banked and pitched, smaller."""
+    below = rng.random() < 0.2
+    return {"elevation": rng.uniform(30, 90) * (-1 if below else 1), "bank": rng.uniform(-25, 25),
+            "pitch": rng.uniform(-10, 10), "scale": rng.uniform(0.6, 0.95)}
+
+
+POSES = {"easy": _pose_easy, "hard": _pose_hard}
+"""Pose distribution of each difficulty (see SynthAircraftConfig.difficulty)."""
+
+
+def sample_factors(rng: np.random.Generator, variant: str, difficulty: str = "easy") -> dict:
     """Every generating factor of one image of ``variant`` (manifest-ready)."""
     f = part_choices(variant)
-    below = rng.random() < 0.2
-    elevation = rng.uniform(30, 90) * (-1 if below else 1)
-    scale = rng.uniform(0.6, 0.95)
+    pose = POSES[difficulty](rng)
+    scale = pose["scale"]
     shift = (1 - scale) * 0.45
     f.update({
         "heading": round(float(rng.uniform(0, 360)), 2),
-        "elevation": round(float(elevation), 2),
-        "bank": round(float(rng.uniform(-25, 25)), 2),
-        "pitch": round(float(rng.uniform(-10, 10)), 2),
+        "elevation": round(float(pose["elevation"]), 2),
+        "bank": round(float(pose["bank"]), 2),
+        "pitch": round(float(pose["pitch"]), 2),
         "angle": round(float(rng.uniform(-30, 30)), 2),
         "flip": bool(rng.random() < 0.5),
         "scale": round(float(scale), 4),
@@ -89,9 +108,10 @@ def sample_factors(rng: np.random.Generator, variant: str) -> dict:
         "gear_down": bool(rng.random() < 0.4),
         "colours": sample_palette(rng, variant),
     })
-    f.update(sample_background(rng))
-    f["distractors"] = sample_distractors(rng)
+    f.update(sample_background(rng, difficulty))
+    f["distractors"] = sample_distractors(rng, difficulty)
     f["brightness"] = round(float(rng.uniform(0.8, 1.15)), 3)
     f["channel_gain"] = [round(float(v), 3) for v in rng.uniform(0.92, 1.08, 3)]
     f["noise"] = round(float(rng.uniform(0, 6)), 2)
+    f["difficulty"] = difficulty
     return f
