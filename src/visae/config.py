@@ -34,15 +34,20 @@ class Config(BaseModel):
     @classmethod
     def from_toml(cls: type[C], path: str | Path, **overrides: Any) -> C:
         """Load a TOML file, then apply non-None ``overrides`` (CLI flags win)."""
-        path = Path(path)
-        try:
-            values = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise VisaeError(f"config file {path} does not exist") from None
-        except tomllib.TOMLDecodeError as e:
-            raise VisaeError(f"config file {path} is not valid TOML ({e})") from None
+        values = read_toml(path, "config file")
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.build(**values)
+
+
+def read_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """The table of a TOML file, or a one-line error naming ``what`` it was meant to be."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise VisaeError(f"{what} {path} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise VisaeError(f"{what} {path} is not valid TOML ({e})") from None
 
 
 def _first_error(cls: type[BaseModel], e: ValidationError) -> str:

@@ -21,22 +21,17 @@ in what a ``[[sae]]`` table leaves out.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
+from visae.config import read_toml
 from visae.errors import VisaeError
 from visae.sae.train_config import TrainConfig
 
 
 def load_sweep(path: str | Path, sae_defaults: dict[str, Any] | None = None, **overrides: Any) -> TrainConfig:
     path = Path(path)
-    try:
-        values = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise VisaeError(f"sweep file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as e:
-        raise VisaeError(f"sweep file {path} is not valid TOML ({e})") from None
+    values = read_toml(path, "sweep file")
     entries = values.pop("sae", None)
     if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
         raise VisaeError(f"sweep file {path} has no [[sae]] tables", "add one [[sae]] table per SAE to train")
