@@ -43,9 +43,6 @@ class MnistSplit(ArraySplit):
     def labels(self) -> np.ndarray:
         return self._labels  # read-only: a view, never a copy per call
 
-    def labels_at(self, indices_B: np.ndarray) -> np.ndarray:
-        return self._labels[np.asarray(indices_B, dtype=np.int64)]
-
 
 class Mnist5k(Dataset):
     def __init__(self) -> None:

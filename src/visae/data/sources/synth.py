@@ -57,9 +57,6 @@ class SynthSplit(ArraySplit):
     def labels(self) -> np.ndarray:
         return self._labels  # read-only: a view, never a copy per call
 
-    def labels_at(self, indices_B: np.ndarray) -> np.ndarray:
-        return self._labels[np.asarray(indices_B, dtype=np.int64)]
-
 
 class SynthAircraft(Dataset):
     def __init__(self, path: str | Path, spec: str | None = None):
