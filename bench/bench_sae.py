@@ -42,7 +42,7 @@ def child(data_path: str, dtype: str, steps: int, train_steps: int, lr: float) -
 
     def fresh() -> Member:
         torch.manual_seed(0)
-        return Member(hp, create_sae(hp.spec(D)), cfg, total_steps=10**6)
+        return Member(hp, create_sae(hp.spec(D)), cfg, total_steps=10**6, dead_tokens=10**9)
 
     batches = [data[i * B : (i + 1) * B] for i in range(data.shape[0] // B)]
     train, held = batches[:-1], batches[-1]

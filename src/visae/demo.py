@@ -141,7 +141,7 @@ def _train_sae(store: Path, path: Path, sizes: Sizes, cfg: DemoConfig) -> None:
     from visae.sae import SAEHparams, TrainConfig, train
 
     hp = SAEHparams(name="topk", arch="topk", k=sizes.k, expansion=sizes.expansion)
-    train(TrainConfig(store=str(store), out=str(path), saes=[hp], tokens=sizes.sae_tokens,
+    train(TrainConfig(store=str(store), out=str(path), saes=[hp], training_tokens=sizes.sae_tokens,
                       batch_size=sizes.sae_batch, seed=cfg.seed, force=True))  # fmt: skip
 
 
@@ -161,12 +161,14 @@ def _summary(paths: dict[str, Path], report_path: Path, timings: dict[str, float
     import json
 
     from visae.analysis import summary as analysis_summary
-    from visae.sae.trainer import read_metrics
+    from visae.analysis.baselines import headline
+    from visae.sae.trainer import read_summary
     from visae.store import Store
 
     clf = json.loads((paths["classifier"] / "visae_classifier.json").read_text())
     store = Store(paths["store"])
-    sae = read_metrics(paths["sae"])[-1]
+    run = read_summary(paths["sae"]) or {}
+    sae = (run.get("saes", {}).get("topk") or {}).get("heldout") or {}
     feats = analysis_summary(paths["sae"])
     grid = store.meta.layout.get("grid") if isinstance(store.meta.layout, dict) else None
     return {
@@ -175,12 +177,13 @@ def _summary(paths: dict[str, Path], report_path: Path, timings: dict[str, float
         "classifier train seconds": clf["train_seconds"],
         "store": f"{store.meta.layer}: {len(store)} tokens x {store.d}" + (f", grid {grid[0]}x{grid[1]}" if grid else ""),
         "SAE": f"TopK, {feats['n_latents']} latents",
-        "SAE NMSE": sae["nmse"],
-        "SAE L0": sae["l0"],
-        "SAE dead %": sae["dead_pct"],
-        "SAE dense %": sae["dense_pct"],
-        "part-pure latents (top-16 >= 80% on one part)": f"SAE {feats['part_pure_sae']} / {feats['n_latents']} "
-        f"vs raw channels {feats['part_pure_raw']} / {feats['n_channels']}",
+        "SAE held-out tokens": f"{sae.get('eval_tokens', 0):,} ({run.get('held_out')}, never trained on)",
+        "SAE held-out NMSE": sae.get("nmse"),
+        "SAE held-out L0": sae.get("l0"),
+        "SAE held-out dead %": sae.get("dead_pct"),
+        "SAE held-out dense %": sae.get("dense_pct"),
+        "part-pure latents": headline(feats.get("part_pure")) or "n/a (no part masks)",
+        "class-selective latents": headline(feats.get("class_selective")),
         "report": str(report_path),
         "seconds per step": {k: round(v, 1) for k, v in timings.items()},
     }

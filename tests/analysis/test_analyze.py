@@ -14,7 +14,8 @@ from analysis_fixtures import GRID, cell_parts_truth, make_dataset, make_run, ma
 
 def test_statistics_top_examples_and_parts(planted):
     run, store, labels = planted
-    db_path = analyze(AnalyzeConfig(run=run, top=4, batch_images=5))
+    # 12 images only: allow 4 top patches per image and 4 images of evidence (defaults: 2 and 8)
+    db_path = analyze(AnalyzeConfig(run=run, top=4, batch_images=5, per_image=4, min_images=4))
     with FeatureDB(db_path) as db:
         lat = {r["id"]: r for r in db.latents()}
         assert lat[0]["freq"] == pytest.approx(48 / 192)  # wing cells (8 of 16) of class-0 images (6 of 12)
@@ -23,10 +24,12 @@ def test_statistics_top_examples_and_parts(planted):
         assert lat[0]["max_act"] == pytest.approx(1 + 10 / 12)
         assert lat[1]["mean_act"] == pytest.approx(2.0)
         assert lat[0]["top_class"] == 0 and lat[0]["class_share"] == pytest.approx(1.0)
-        assert lat[0]["class_entropy"] == pytest.approx(0.0)
+        assert lat[0]["class_selectivity"] == pytest.approx(1.0) and lat[0]["class_selective"] == 1
+        assert lat[0]["class_entropy"] == pytest.approx(0.0) and lat[0]["n_images"] == 6
         assert lat[1]["class_share"] == pytest.approx(0.5) and lat[1]["class_entropy"] == pytest.approx(np.log(2))
-        assert (lat[0]["part"], lat[0]["part_share"]) == (1, 1.0)
-        assert (lat[1]["part"], lat[1]["part_share"]) == (2, 1.0)
+        assert lat[1]["class_selectivity"] == pytest.approx(0.0) and lat[1]["class_selective"] == 0
+        assert (lat[0]["part"], lat[0]["part_share"], lat[0]["part_images"], lat[0]["part_pure"]) == (1, 1.0, 4, 1)
+        assert (lat[1]["part"], lat[1]["part_share"], lat[1]["part_pure"]) == (2, 1.0, 1)
         assert lat[3]["top_class"] == -1 and lat[3]["part"] == -1
         assert lat[0]["label"] == "wing" and lat[0]["label_source"] == "part"
 
@@ -44,12 +47,16 @@ def test_statistics_top_examples_and_parts(planted):
         assert hist.sum() == 48 and (hist > 0).sum() == 1
         assert db.class_mass(0) == [(0, pytest.approx(sum((1 + i / 12) * 8 for i in range(0, 12, 2))))]
         assert db.names("parts") == ["background", "wing", "tail"]
-        channels = {r["id"]: (r["part"], r["part_share"]) for r in db.query("SELECT * FROM channels")}
-        assert channels[0] == (1, 1.0) and channels[1] == (2, 1.0)
+        channels = {(r["channel"], r["sign"]): (r["part"], r["part_share"]) for r in db.query("SELECT * FROM channels")}
+        assert len(channels) == 12 and channels[0, 1] == (1, 1.0) and channels[1, 1] == (2, 1.0)
+        assert [tuple(r) for r in db.query("SELECT name, n_images, n_tokens FROM classes")] == [("jet", 6, 96), ("prop", 6, 96)]
 
     s = summary(run)
     assert s["n_latents"] == 6 and s["n_images"] == 12 and s["n_tokens"] == 192
-    assert s["part_pure_sae"] >= 2 and s["part_pure_raw"] >= 2
+    pure = s["part_pure"]
+    assert pure["sae"]["n"] >= 2 and pure["sae"]["of"] == 6 and pure["sae"]["frac"] == pure["sae"]["n"] / 6
+    assert pure["raw"]["n"] >= 2 and pure["raw"]["of"] == 12 and pure["random"]["of"] == 6
+    assert s["class_selective"]["sae"]["n"] >= 1 and "definition" in s["class_selective"]
     assert s["dead_pct"] == pytest.approx(100 / 6) and s["dense_pct"] >= 100 / 6
     assert "not the pooled" in s["text_labels"]
 
@@ -86,8 +93,8 @@ def test_pooled_store_has_one_value_per_image_and_no_parts(tmp_path, monkeypatch
     dataset, labels = make_dataset(tmp_path, 6)
     store = make_store(tmp_path / "store", dataset, labels, pooled=True, layer="head.pooled")
     run = make_run(tmp_path / "run", store, layer="head.pooled")
-    with FeatureDB(analyze(AnalyzeConfig(run=run, top=2))) as db:
-        assert db.grid == (1, 1) and db.meta["summary"]["part_pure_sae"] is None
+    with FeatureDB(analyze(AnalyzeConfig(run=run, top=2, min_images=3))) as db:
+        assert db.grid == (1, 1) and db.meta["summary"]["part_pure"] is None
         top = db.top_examples(0, "max")
         assert [t["image_index"] for t in top] == [4, 2] and top[0]["map"].shape == (1, 1)
         assert top[0]["map"][0, 0] == pytest.approx(1 + 4 / 6, rel=1e-3)

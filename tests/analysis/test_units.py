@@ -8,9 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from visae.analysis.labels import class_part_labels, nearest_phrases, projection_for_layer, vocabulary
-from visae.analysis.parts import cell_parts, count_pure, dominant_part
-from visae.analysis.stats import HIST_BINS, HIST_EDGES, LatentStats, class_selectivity
+from visae.analysis.parts import cell_parts, distinct_images, dominant_part, part_pure
+from visae.analysis.stats import HIST_BINS, HIST_EDGES, LatentStats, class_selectivity, selective
 from visae.analysis.topk import TopK
+from visae.analysis.units import Units, offer_patches
 from visae.data.transforms import Preprocess
 
 
@@ -33,10 +34,10 @@ def test_streaming_topk_equals_topk_of_everything(n, S, K, cuts, seed):
     assert torch.isinf(score_SK[:, k:]).all()
 
 
-def test_stats_histogram_and_class_mass():
-    st_ = LatentStats(S=2, L=3)
+def test_stats_histogram():
+    st_ = LatentStats(S=2)
     codes_TS = torch.tensor([[0.0, 1e-3], [2.0, 0.0], [3.0, 1e5]])
-    st_.update(codes_TS, torch.tensor([[5.0, 0.5], [0.0, 1.0]]), torch.tensor([2, -1]))
+    st_.update(codes_TS)
     out = st_.finish()
     np.testing.assert_allclose(out.freq_S, [2 / 3, 2 / 3])
     np.testing.assert_allclose(out.mean_act_S, [2.5, (1e-3 + 1e5) / 2])
@@ -44,10 +45,36 @@ def test_stats_histogram_and_class_mass():
     assert out.hist_SX[1, -1] == 1  # 1e5 is above the last edge: clamped into the last bin
     b = np.searchsorted(HIST_EDGES, 2.0) - 1
     assert out.hist_SX[0, b] == 1
-    np.testing.assert_allclose(out.class_mass_SL, [[0, 0, 5.0], [0, 0, 0.5]])  # the unlabelled image is left out
-    top, share, ent = class_selectivity(np.array([[1.0, 1.0, 2.0], [0, 0, 0]]))
-    assert list(top) == [2, -1] and share[0] == 0.5
-    np.testing.assert_allclose(ent[0], -(0.5 * np.log(0.5) + 2 * 0.25 * np.log(0.25)))
+
+
+def test_units_class_mass_and_fired_images():
+    u = Units(C=2, n_classes=3, grid=False)
+    u.add(torch.tensor([[5.0, 0.0], [0.0, 1.0], [2.0, 0.5]]), torch.tensor([2, -1, 0]), torch.arange(3), None)
+    out = u.finish()
+    np.testing.assert_allclose(out.class_mass_CL, [[2.0, 0, 5.0], [0.5, 0, 0]])  # the unlabelled image is left out
+    assert list(out.n_images_C) == [2, 2] and out.patches is None
+
+
+def test_class_selectivity_corrects_for_class_frequency():
+    # 90% of the tokens are class 0. Unit 0 fires alike on every token: by mass it would be 90% class 0.
+    tokens_L = np.array([900, 50, 50])
+    mass_CL = np.array([
+        [900.0, 50.0, 50.0],  # uniform
+        [0.0, 0.0, 50.0],  # class 2 only
+        [90.0, 5.0, 50.0],  # weak everywhere, strong on class 2
+        [0.0, 0.0, 0.0],  # never fired
+    ])
+    sel = class_selectivity(mass_CL, tokens_L)
+    np.testing.assert_allclose(sel.share_C[:3], [1 / 3, 1.0, 1.0 / 1.2])
+    np.testing.assert_allclose(sel.index_C, [0.0, 1.0, (1 - 0.1) / (1 + 0.1), 0.0], atol=1e-12)
+    assert list(sel.top_C) == [sel.top_C[0], 2, 2, -1]
+    np.testing.assert_allclose(sel.entropy_C[:2], [np.log(3), 0.0], atol=1e-12)
+    n_images = np.array([100, 100, 100, 0])
+    assert list(selective(sel, n_images, min_images=8)) == [False, True, True, False]
+    assert not selective(sel, np.array([100, 3, 100, 0]), min_images=8)[1]  # too few images of evidence
+    # a class without tokens has no mean and does not count against a unit
+    sel2 = class_selectivity(np.array([[0.0, 10.0, 0.0]]), np.array([0, 10, 10]))
+    assert sel2.top_C[0] == 1 and sel2.index_C[0] == 1.0 and sel2.share_C[0] == 1.0
 
 
 def test_cell_parts_follow_resize_and_crop():
@@ -62,19 +89,27 @@ def test_cell_parts_follow_resize_and_crop():
     assert list(cells) == [1, 1, 2, 0]
 
 
-def test_dominant_part_and_purity_count():
+def test_dominant_part_and_purity_need_distinct_images():
     part_SK = np.array([[1, 1, 1, 1, 1], [0, 0, 0, 0, 0], [2, 2, 1, 1, 0], [-1, -1, -1, -1, -1], [2, 2, 2, 2, -1]])
     part, share = dominant_part(part_SK)
     assert list(part) == [1, 0, 1, -1, 2]
     np.testing.assert_allclose(share, [1, 1, 0.4, 0, 0.8])
-    assert count_pure(part, share) == 2  # all-background latent is not part-pure
+    many = np.full(5, 8)
+    assert list(part_pure(part, share, many, min_images=8)) == [True, False, False, False, True]  # background is not a part
+    image_SK = np.array([[0, 0, 0, 0, 0], [0, 1, 2, 3, 4], [0, 1, 2, 3, 4], [0, 0, 0, 0, 0], [0, 1, 1, 2, 9]])
+    valid_SK = part_SK >= 0
+    n_images = distinct_images(image_SK, valid_SK)
+    assert list(n_images) == [1, 5, 5, 0, 3]
+    assert not part_pure(part, share, n_images, min_images=2)[0]  # all five patches from one image
+    assert part_pure(part, share, n_images, min_images=3)[4]
 
 
 def test_labels_pick_the_better_supported_source():
-    labels = class_part_labels(np.array([0, 1, -1]), np.array([0.9, 0.4, 0]), ["jet", "prop"],
-                               np.array([1, 2, 0]), np.array([0.5, 0.95, 1.0]), ["background", "wing", "tail"])
-    assert labels.label_S == ["jet", "tail", ""]
-    assert labels.source_S == ["class", "part", ""]
+    labels = class_part_labels(np.array([0, 1, -1, 0]), np.array([0.9, 0.4, 0, 0.95]), np.array([1, 1, 0, 0], bool),
+                               ["jet", "prop"], np.array([1, 2, 0, 1]), np.array([0.5, 0.95, 1.0, 0.9]),
+                               np.array([1, 1, 0, 0], bool), ["background", "wing", "tail"])
+    assert labels.label_S == ["jet", "tail", "", ""]  # the last one is neither selective nor pure: no label
+    assert labels.source_S == ["class", "part", "", ""]
     assert vocabulary(["boeing_737"], ["background", "wing"], ["rivets"])[:3] == ["rivets", "boeing 737", "wing"]
 
 
@@ -92,21 +127,25 @@ def test_nearest_phrase_through_projection():
 
 @settings(max_examples=30, deadline=None)
 @given(batches=st.lists(st.integers(1, 6), min_size=1, max_size=5), S=st.integers(1, 4), G=st.integers(1, 9),
-       K=st.integers(1, 7), seed=st.integers(0, 1000))
-def test_patch_topk_from_maps_equals_brute_force(batches, S, G, K, seed):
-    from visae.analysis.scan import _add_map_patches
-
+       K=st.integers(1, 7), per_image=st.integers(1, 3), seed=st.integers(0, 1000))
+def test_capped_patch_topk_equals_brute_force(batches, S, G, K, per_image, seed):
     g = torch.Generator().manual_seed(seed)
     top = TopK(S, K, {"image": ((), torch.int64), "cell": ((), torch.int64)})
-    all_vals, first = [], 0
+    cands = [[] for _ in range(S)]  # (score, image, cell) of each image's per_image best cells, per unit
+    first = 0
     for B in batches:
-        maps_BSG = torch.rand(B, S, G, generator=g)
-        _add_map_patches(top, maps_BSG, maps_BSG.amax(2), torch.arange(first, first + B))
-        all_vals.append(maps_BSG.permute(1, 0, 2).reshape(S, -1))
+        maps_BGS = torch.rand(B, G, S, generator=g)
+        offer_patches(top, maps_BGS, torch.arange(first, first + B), per_image)
+        for b in range(B):
+            for s in range(S):
+                best = maps_BGS[b, :, s].topk(min(per_image, G))
+                cands[s] += [(float(v), first + b, int(c)) for v, c in zip(best.values, best.indices)]
         first += B
-    vals_SX = torch.cat(all_vals, dim=1)  # per latent: image-major, then cell
     score_SK, data = top.sorted()
-    k = min(K, vals_SX.shape[1])
-    want, pos = vals_SX.topk(k, dim=1)
-    torch.testing.assert_close(score_SK[:, :k], want)
-    assert torch.equal(data["image"][:, :k] * G + data["cell"][:, :k], pos)
+    for s in range(S):
+        want = sorted(cands[s], reverse=True)[:K]
+        k = len(want)
+        np.testing.assert_allclose(score_SK[s, :k].numpy(), [w[0] for w in want], rtol=1e-6)
+        assert data["image"][s, :k].tolist() == [w[1] for w in want]
+        assert data["cell"][s, :k].tolist() == [w[2] for w in want]
+        assert np.bincount(data["image"][s, :k].numpy()).max() <= per_image  # never more than per_image per image

@@ -11,6 +11,7 @@ import torch
 from visae.artifact import read_marker, write_marker
 from visae.classifier import ClassifierConfig, EvalConfig, evaluate_classifier, load_classifier, train_classifier
 from visae.classifier import train as train_mod
+from visae.device import resolve_device
 from visae.errors import VisaeError
 
 TINY = dict(size=16, patch_size=2, hidden_sizes=(8, 16), depths=(1, 1), batch_size=32, precision="fp32", channels_last="off")
@@ -35,7 +36,7 @@ def test_writes_a_complete_hf_dir(trained, bars_spec):
     meta = json.loads((trained / "visae_classifier.json").read_text())
     assert meta["data"] == bars_spec and meta["splits"] == {"train": "train", "val": "val"}
     assert meta["class_names"] == ["wide", "tall"] and meta["hierarchy"]["levels"][0] == "variant"
-    assert meta["epochs"] == 1 and 0 <= meta["val_top1"] <= 1 and meta["train_seconds"] > 0
+    assert meta["epochs"] == 1 and 0 <= meta["val_top1"] <= 1 and meta["train_seconds"] >= 0  # recorded; its value is wall-clock, not asserted
     assert meta["preprocess"]["size"] == 16 and meta["compute"]["dtype"] == "float32"
     rows = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1] and {"loss", "train_top1", "val_top1", "lr"} <= set(rows[0])
@@ -82,8 +83,9 @@ def test_refuses_another_artifact_without_force(bars_spec, tmp_path):
 
 
 def test_interrupted_run_resumes_to_the_same_weights(bars_spec, tmp_path, monkeypatch):
+    """Begun with device "cpu", resumed with "auto": the device is no part of the resume check."""
     cfg = dict(data=bars_spec, epochs=2, **TINY)
-    straight = train_classifier(ClassifierConfig(out=tmp_path / "straight", **cfg))
+    straight = train_classifier(ClassifierConfig(out=tmp_path / "straight", device="cpu", **cfg))
 
     real_checkpoint = train_mod._checkpoint
 
@@ -94,18 +96,21 @@ def test_interrupted_run_resumes_to_the_same_weights(bars_spec, tmp_path, monkey
 
     monkeypatch.setattr(train_mod, "_checkpoint", crash_after_first)
     with pytest.raises(KeyboardInterrupt):
-        train_classifier(ClassifierConfig(out=tmp_path / "resumed", **cfg))
+        train_classifier(ClassifierConfig(out=tmp_path / "resumed", device="cpu", **cfg))
     monkeypatch.undo()
     assert read_marker(tmp_path / "resumed")["complete"] is False
     with pytest.raises(VisaeError, match="unfinished"):
         load_classifier(tmp_path / "resumed")
     with pytest.raises(VisaeError, match="different settings"):
         train_classifier(ClassifierConfig(out=tmp_path / "resumed", resume=True, **{**cfg, "epochs": 3}))
-    resumed = train_classifier(ClassifierConfig(out=tmp_path / "resumed", resume=True, **cfg))
+    resumed = train_classifier(ClassifierConfig(out=tmp_path / "resumed", resume=True, device="auto", **cfg))
     rows = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
+    meta = json.loads((resumed / "visae_classifier.json").read_text())
+    assert meta["compute"]["device"] == str(resolve_device("auto")) and meta["config"]["device"] == "auto"
     a, b = load_classifier(straight)[0].state_dict(), load_classifier(resumed)[0].state_dict()
+    exact = resolve_device("auto").type == "cpu"  # on a GPU the second epoch runs under bf16 autocast
     for k in a:
-        torch.testing.assert_close(a[k], b[k], atol=0, rtol=0)
+        torch.testing.assert_close(b[k], a[k], atol=0 if exact else 0.05, rtol=0 if exact else 0.05)
     with pytest.raises(VisaeError, match="nothing to resume"):
         train_classifier(ClassifierConfig(out=resumed, resume=True, **cfg))

@@ -21,7 +21,7 @@ def test_quick_demo_runs_every_stage_and_reuses_finished_steps(tmp_path):
     assert res.exit_code == 0, res.output
     kinds = {name: (read_marker(out / name) or {}).get("kind") for name in ("data", "classifier", "store", "sae")}
     assert kinds == {"data": "synth-aircraft", "classifier": "classifier", "store": "store", "sae": "sae-run"}
-    for needle in ("classifier val top-1", "SAE NMSE", "SAE L0", "SAE dead %", "part-pure latents"):
+    for needle in ("classifier val top-1", "SAE held-out NMSE", "SAE held-out L0", "SAE held-out dead %", "part-pure latents"):
         assert needle in res.output
     clf = json.loads((out / "classifier" / "visae_classifier.json").read_text())
     assert 0.0 <= clf["val_top1"] <= 1.0
@@ -33,7 +33,7 @@ def test_quick_demo_runs_every_stage_and_reuses_finished_steps(tmp_path):
     written = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     again = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out)])
     assert again.exit_code == 0, again.output
-    assert "SAE NMSE" in again.output
+    assert "SAE held-out NMSE" in again.output
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == written  # every step reused
 
 

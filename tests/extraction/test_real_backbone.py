@@ -20,7 +20,7 @@ def test_cli_extract_from_a_local_hf_convnext(folder, tmp_path):
     ConvNextImageProcessor(size={"shortest_edge": 16}, crop_pct=1.0).save_pretrained(model_dir)
     out = tmp_path / "store"
     args = ["extract", "--model", f"hf:{model_dir}", "--layer", "encoder.stages.1", "--data", f"folder:{folder}",
-            "--out", str(out), "--batch-size", "8", "--dtype", "fp32", "--max-images", "12"]  # fmt: skip
+            "--out", str(out), "--batch-size", "8", "--dtype", "fp32", "--max-images", "12", "--device", "cpu"]  # fmt: skip
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     store = Store(out)

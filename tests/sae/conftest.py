@@ -17,7 +17,8 @@ os.environ.setdefault("VISAE_QUIET", "1")
 
 @pytest.fixture
 def planted_source():
-    x_ND, atoms_SD = planted()
+    """64 atoms in D=32 (2x overcomplete): an SAE of 128 latents recovers them in a few hundred steps."""
+    x_ND, atoms_SD = planted(s=64)
     return TensorSource(x_ND, meta={"backbone": "toy", "layer": "blocks.1", "layout": {"kind": "vit"}}), atoms_SD
 
 

@@ -59,31 +59,165 @@ def test_auxk_only_with_dead_latents():
     out.aux["auxk"].backward()
     alive_cols = sae.W_enc.grad[:, 10:]
     assert alive_cols.abs().sum() == 0 and sae.W_enc.grad[:, :10].abs().sum() > 0
+    # its value: the top k_aux = D/2 dead latents (ReLU) reconstruct the residual x - x_hat
+    with torch.no_grad():
+        pre_BS = _pre(sae, x).masked_fill(~dead, float("-inf"))
+        top = pre_BS.topk(6, dim=1)
+        resid_hat_BD = torch.zeros(20, 48).scatter(1, top.indices, top.values.relu()) @ sae.W_dec
+        want = (resid_hat_BD - (x - out.recon_BD)).pow(2).sum(dim=1).mean()
+    torch.testing.assert_close(out.aux["auxk"].detach(), want, rtol=1e-5, atol=1e-5)
+    # with fewer dead latents than k_aux it is scaled down by n_dead / k_aux
+    few = torch.zeros(48, dtype=torch.bool)
+    few[:3] = True
+    with torch.no_grad():
+        out3 = sae(x, dead_S=few)
+        top = _pre(sae, x)[:, :3].relu()
+        want3 = 0.5 * ((top @ sae.W_dec[:3]) - (x - out3.recon_BD)).pow(2).sum(dim=1).mean()
+    torch.testing.assert_close(out3.aux["auxk"], want3, rtol=1e-5, atol=1e-5)
 
 
 def test_batchtopk_selects_k_per_token_on_average_and_learns_threshold():
     sae = _sae("batchtopk", k=3).train()
-    x = torch.randn(64, 12)
+    x, x2 = torch.randn(64, 12), torch.randn(64, 12)
     out = sae(x)
+    # training: the k * B largest positive pre-activations of the whole batch, wherever they fall
+    pre_BS = _pre(sae, x).detach().relu()
+    cut = pre_BS.flatten().topk(3 * 64).values[-1]
+    torch.testing.assert_close(out.codes.dense(), torch.where(pre_BS >= cut, pre_BS, 0.0))
     assert out.codes.l0_B().float().mean() == pytest.approx(3.0, abs=0.1)
-    assert sae.threshold.min() > 0  # set from the first batch
+    assert out.codes.l0_B().min() != out.codes.l0_B().max()  # per batch, not per token
+    # the threshold starts at the smallest kept activation, then moves 1 % towards each batch's
+    theta1 = float(out.codes.val_BK.detach()[out.codes.val_BK > 0].min())
+    torch.testing.assert_close(sae.threshold, torch.full((48,), theta1))
+    out2 = sae(x2)
+    theta2 = 0.99 * theta1 + 0.01 * float(out2.codes.val_BK.detach()[out2.codes.val_BK > 0].min())
+    torch.testing.assert_close(sae.threshold, torch.full((48,), theta2))
+    # inference: the per-token threshold, and no update of it
     sae.eval()
     dense = sae.encode(x).dense()
     pre = sae.pre_BS(x)
-    assert ((dense > 0) == (pre > sae.threshold)).all()
+    torch.testing.assert_close(dense, torch.where(pre > theta2, pre, 0.0))
+    sae(x2)
+    torch.testing.assert_close(sae.threshold, torch.full((48,), theta2))
 
 
-def test_jumprelu_threshold_gets_straight_through_gradient():
-    sae = _sae("jumprelu")
+def _pre(sae, x_BD):
+    """``(x - b_dec) @ W_enc + b_enc`` written out (not through the SAE's own method)."""
+    return (x_BD - sae.b_dec) @ sae.W_enc + sae.b_enc
+
+
+@pytest.mark.parametrize("arch", ALL)
+def test_inference_codes_follow_the_architectures_equation(arch):
+    sae = _sae(arch, k=4).eval()
     with torch.no_grad():
-        sae.log_threshold.fill_(0.0)  # theta = 1
-    x = torch.randn(256, 12) * 3
-    out = sae(x)
+        sae.b_enc.normal_(std=0.3)
+        sae.b_dec.normal_()
+        if arch == "jumprelu":
+            sae.log_threshold.copy_(torch.rand(48).add(0.05).log())
+        elif arch in ("batchtopk", "matryoshka"):
+            sae.threshold.fill_(0.4)
+    x = torch.randn(40, 12) * 2
+    with torch.no_grad():
+        pre = _pre(sae, x)
+        got = sae.encode(x).dense()
+    if arch == "relu":  # ReLU(pre)
+        want = pre.relu()
+    elif arch == "topk":  # TopK_k(ReLU(pre))
+        top = pre.topk(4, dim=1)
+        want = torch.zeros_like(pre).scatter(1, top.indices, top.values.relu())
+    elif arch == "jumprelu":  # pre * H(pre - theta)
+        want = pre * (pre > sae.threshold)
+    else:  # a saved BatchTopK / Matryoshka is a JumpReLU with the learnt threshold
+        want = pre * (pre > 0.4)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert 0 < int((got != 0).sum()) < got.numel()  # the case is not degenerate
+
+
+def _jumprelu_identity(theta_S, bandwidth):
+    """A JumpReLU SAE whose pre-activations are its inputs (W_enc = I, biases 0, W_dec = I)."""
+    n = len(theta_S)
+    sae = create_sae(SAESpec(arch="jumprelu", d_in=n, d_sae=n, bandwidth=bandwidth))
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.eye(n))
+        sae.W_dec.copy_(torch.eye(n))
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+        sae.log_threshold.copy_(torch.tensor(theta_S).log())
+    return sae
+
+
+# Jumping Ahead (Rajamanoharan et al. 2024), eqs. 11-12, rectangle kernel K(u) = [|u| < 1/2]:
+#   d/dtheta H(z - theta)          := -(1/eps)     K((z - theta)/eps)    (d/dz: 0)
+#   d/dtheta JumpReLU_theta(z)     := -(theta/eps) K((z - theta)/eps)    (d/dz: H(z - theta))
+# Here eps = 0.2 and theta = (0.5, 1, 2, 1): the window is |z - theta| < 0.1.
+JR_THETA, JR_EPS = [0.5, 1.0, 2.0, 1.0], 0.2
+JR_PRE_BS = [
+    [0.45, 1.05, 2.50, 0.20],
+    [0.55, 0.95, 1.95, 1.09],
+    [0.61, 0.30, 2.08, 1.20],
+]
+JR_IN_WINDOW_BS = [  # by hand: |pre - theta| < 0.1
+    [1, 1, 0, 0],
+    [1, 1, 1, 1],
+    [0, 0, 1, 0],
+]
+JR_ACTIVE_BS = [  # by hand: pre > theta
+    [0, 1, 1, 0],
+    [1, 0, 0, 1],
+    [1, 0, 1, 1],
+]
+
+
+def test_jumprelu_step_pseudo_gradient_has_the_papers_magnitude():
+    sae = _jumprelu_identity(JR_THETA, JR_EPS)
+    x_BS = torch.tensor(JR_PRE_BS)
+    out = sae(x_BS)
+    torch.testing.assert_close(out.aux["l0"], torch.tensor(7 / 3))  # 7 active of 3 tokens
     out.aux["l0"].backward()
-    # raising theta lowers L0: the pseudo-gradient on log theta is negative where pre ~ theta
-    assert sae.log_threshold.grad.sum() < 0
-    pre = sae.pre_BS(x).detach()
-    torch.testing.assert_close(out.codes.dense_BS, pre * (pre > 1.0))
+    # l0 = mean_b sum_s H: dl0/dtheta_s = -(1/eps) * (tokens in the window of s) / B
+    in_window_S = torch.tensor([2.0, 2.0, 2.0, 1.0])
+    dl0_dtheta_S = -(1 / JR_EPS) * in_window_S / 3  # -10/3, -10/3, -10/3, -5/3
+    theta_S = torch.tensor(JR_THETA)
+    # theta = exp(log_threshold): d/dlog_theta = theta * d/dtheta -> -5/3, -10/3, -20/3, -5/3
+    torch.testing.assert_close(sae.log_threshold.grad, theta_S * dl0_dtheta_S, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(sae.log_threshold.grad, torch.tensor([-5 / 3, -10 / 3, -20 / 3, -5 / 3]))
+    # the step passes no gradient to the pre-activations (nor to what made them)
+    assert sae.b_enc.grad is None or sae.b_enc.grad.abs().max() == 0
+    assert sae.W_enc.grad is None or sae.W_enc.grad.abs().max() == 0
+
+
+def test_jumprelu_output_pseudo_gradient_has_the_papers_magnitude():
+    sae = _jumprelu_identity(JR_THETA, JR_EPS)
+    x_BS = torch.tensor(JR_PRE_BS)
+    z_BS = sae.encode(x_BS).dense_BS
+    active_BS, window_BS = torch.tensor(JR_ACTIVE_BS).float(), torch.tensor(JR_IN_WINDOW_BS).float()
+    torch.testing.assert_close(z_BS, x_BS * active_BS)
+    g_BS = torch.tensor([[1.0, 2.0, 3.0, 4.0], [3.0, 0.5, 2.0, -3.0], [2.0, -2.0, 1.0, 0.5]])
+    (z_BS * g_BS).sum().backward()
+    theta_S = torch.tensor(JR_THETA)
+    dtheta_S = -(theta_S / JR_EPS) * (window_BS * g_BS).sum(dim=0)  # -10, -12.5, -30, 15
+    torch.testing.assert_close(dtheta_S, torch.tensor([-10.0, -12.5, -30.0, 15.0]))
+    torch.testing.assert_close(sae.log_threshold.grad, theta_S * dtheta_S, rtol=1e-6, atol=1e-5)
+    # d z / d pre = H(pre - theta): b_enc gets the sum over tokens of g where the latent is on
+    torch.testing.assert_close(sae.b_enc.grad, (g_BS * active_BS).sum(dim=0))
+
+
+def test_jumprelu_training_loss_threshold_gradient_by_hand():
+    """The full loss ``||x - x_hat||^2 + lambda * L0``: both pseudo-derivatives, weighted as trained."""
+    sae = _jumprelu_identity(JR_THETA, JR_EPS)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        sae.W_dec.copy_(torch.randn(4, 4))  # reconstruction error differs per latent
+    x_BS, lam, B = torch.tensor(JR_PRE_BS), 0.7, 3
+    out = sae(x_BS)
+    sae.loss(x_BS, out, {"l0": lam})[0].backward()
+    active_BS, window_BS = torch.tensor(JR_ACTIVE_BS).float(), torch.tensor(JR_IN_WINDOW_BS).float()
+    with torch.no_grad():
+        x_hat_BD = (x_BS * active_BS) @ sae.W_dec
+        dmse_dz_BS = 2 * (x_hat_BD - x_BS) @ sae.W_dec.T / B  # mse = sum over D, mean over tokens
+    theta_S = torch.tensor(JR_THETA)
+    dtheta_S = -(theta_S / JR_EPS) * (window_BS * dmse_dz_BS).sum(0) - lam * (1 / JR_EPS) * window_BS.sum(0) / B
+    torch.testing.assert_close(sae.log_threshold.grad, theta_S * dtheta_S, rtol=1e-5, atol=1e-5)
 
 
 def test_matryoshka_prefix_loss_sums_nested_reconstructions():

@@ -24,7 +24,10 @@ def _trained_like(arch):
             p.add_(0.1 * torch.randn_like(p))
         if hasattr(sae, "threshold") and not isinstance(type(sae).__dict__.get("threshold"), property):
             sae.threshold.fill_(0.2)
-    sae.meta = {"backbone": "hf:toy", "layer": "blocks.3", "layout": {"kind": "vit", "grid": [4, 4]}}
+        if arch == "jumprelu":  # per-latent thresholds in the range of the codes, far from threshold_init
+            sae.log_threshold.copy_(torch.rand(40).mul(1.5).add(0.1).log())
+    sae.meta = {"backbone": "hf:toy", "layer": "blocks.3", "dataset": "synth:toy",
+                "layout": {"kind": "sequence", "dim": 10, "grid": [4, 4]}}
     return sae.eval()
 
 
@@ -36,6 +39,9 @@ def test_saelens_round_trip_is_exact(tmp_path, arch):
     assert cfg["d_in"] == 10 and cfg["d_sae"] == 40 and cfg["apply_b_dec_to_input"] is True
     assert cfg["normalize_activations"] == "none" and cfg["architecture"] == sae.saelens_arch
     assert cfg["visae"]["arch"] == arch and cfg["meta"]["hook_name"] == "blocks.3"
+    md = cfg["metadata"]  # SAELens 6's names for the same facts
+    assert md["model_name"] == "hf:toy" and md["hook_name"] == md["hf_hook_name"] == "blocks.3"
+    assert md["dataset_path"] == "synth:toy" and md["context_size"] == 16 and md["sae_lens_version"].startswith("6.")
     w = load_file(str(tmp_path / "f" / "sae_weights.safetensors"))
     assert w["W_enc"].shape == (10, 40) and w["W_dec"].shape == (40, 10)
     assert ("threshold" in w) == (sae.saelens_arch == "jumprelu")
@@ -44,6 +50,41 @@ def test_saelens_round_trip_is_exact(tmp_path, arch):
     x = torch.randn(16, 10)
     assert torch.equal(back.encode(x).dense(), sae.encode(x).dense())
     assert torch.equal(back(x).recon_BD, sae(x).recon_BD)
+
+
+SAELENS_ARCH = {"relu": "StandardSAE", "topk": "TopKSAE", "batchtopk": "JumpReLUSAE", "jumprelu": "JumpReLUSAE",
+                "matryoshka": "JumpReLUSAE"}
+
+
+def test_saelens_library_loads_visae_files_with_names_and_same_outputs(tmp_path):
+    """The real SAELens (6.x) reads every architecture visae saves: names kept, same encode/decode."""
+    pytest.importorskip("sae_lens", reason="sae-lens is not installed (make setup-dev installs it with --no-deps)")
+    import sae_lens
+    from sae_lens import SAE as LensSAE
+
+    assert sae_lens.__version__.startswith("6.")
+    x = torch.randn(32, 10, generator=torch.Generator().manual_seed(5))
+    for arch in ALL:
+        sae = _trained_like(arch)
+        save_saelens(sae, tmp_path / arch)
+        lens = LensSAE.load_from_disk(tmp_path / arch)
+        assert type(lens).__name__ == SAELENS_ARCH[arch], arch
+        md = lens.cfg.metadata
+        assert (md.model_name, md.hook_name, md.dataset_path) == ("hf:toy", "blocks.3", "synth:toy"), arch
+        assert md.context_size == 16 and md.sae_lens_training_version is None
+        with torch.no_grad():
+            z_lens = lens.encode(x)
+            z_lens = z_lens.to_dense() if z_lens.is_sparse else z_lens
+            z = sae.encode(x).dense()
+            torch.testing.assert_close(z_lens, z, rtol=1e-6, atol=1e-6)
+            assert int((z_lens != 0).sum()) > 0, arch  # the comparison is not vacuous
+            torch.testing.assert_close(lens.decode(z_lens), sae.decode(sae.encode(x)), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(lens(x), sae(x).recon_BD, rtol=1e-5, atol=1e-5)
+        # and back: a folder SAELens itself writes loads in visae as the same function, names kept
+        lens.save_model(tmp_path / f"{arch}-lens")
+        back = load_sae(tmp_path / f"{arch}-lens").eval()
+        assert (back.meta["backbone"], back.meta["layer"], back.meta["dataset"]) == ("hf:toy", "blocks.3", "synth:toy")
+        torch.testing.assert_close(back(x).recon_BD, sae(x).recon_BD, rtol=1e-5, atol=1e-5)
 
 
 def test_foreign_saelens_folder_without_visae_fields(tmp_path):

@@ -84,10 +84,10 @@ def test_dtype_and_bad_arguments(store):
 
 
 def test_errors_in_the_prefetch_thread_reach_the_consumer(store, monkeypatch):
-    def boom(k, out):
+    def boom(k, lo, out):
         raise OSError("disk gone")
 
     s = Store(store.path)
-    monkeypatch.setattr(s, "read_shard_into", boom)
+    monkeypatch.setattr(s, "read_rows_into", boom)
     with pytest.raises(OSError, match="disk gone"):
         list(s.batches(8))

@@ -19,15 +19,16 @@ from visae.atomic import atomic_path
 from visae.errors import VisaeError
 
 DB_NAME = "features.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: prior-corrected class selectivity, capped top patches, signed raw channels, class counts."""
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE latents (
-  id INTEGER PRIMARY KEY, freq REAL NOT NULL, mean_act REAL NOT NULL, max_act REAL NOT NULL,
-  top_class INTEGER NOT NULL, class_share REAL NOT NULL, class_entropy REAL NOT NULL,
-  part INTEGER NOT NULL, part_share REAL NOT NULL,
-  label TEXT NOT NULL, label_score REAL NOT NULL, label_source TEXT NOT NULL,
+  id INTEGER PRIMARY KEY, freq REAL NOT NULL, mean_act REAL NOT NULL, max_act REAL NOT NULL, n_images INTEGER NOT NULL,
+  top_class INTEGER NOT NULL, class_share REAL NOT NULL, class_selectivity REAL NOT NULL, class_entropy REAL NOT NULL,
+  class_selective INTEGER NOT NULL, part INTEGER NOT NULL, part_share REAL NOT NULL, part_images INTEGER NOT NULL,
+  part_pure INTEGER NOT NULL, label TEXT NOT NULL, label_score REAL NOT NULL, label_source TEXT NOT NULL,
   clip_phrase TEXT, clip_score REAL
 );
 CREATE TABLE top_examples (
@@ -42,18 +43,24 @@ CREATE TABLE top_patches (
   part INTEGER NOT NULL,
   PRIMARY KEY (source, unit, rank)
 );
-CREATE TABLE channels (id INTEGER PRIMARY KEY, part INTEGER NOT NULL, part_share REAL NOT NULL);
+CREATE TABLE channels (
+  id INTEGER PRIMARY KEY, channel INTEGER NOT NULL, sign INTEGER NOT NULL, n_images INTEGER NOT NULL,
+  top_class INTEGER NOT NULL, class_share REAL NOT NULL, class_selectivity REAL NOT NULL,
+  class_selective INTEGER NOT NULL, part INTEGER NOT NULL, part_share REAL NOT NULL, part_images INTEGER NOT NULL,
+  part_pure INTEGER NOT NULL
+);
 CREATE TABLE class_mass (latent INTEGER NOT NULL, class INTEGER NOT NULL, mass REAL NOT NULL, PRIMARY KEY (latent, class));
 CREATE TABLE histograms (latent INTEGER PRIMARY KEY, bins BLOB NOT NULL);
-CREATE TABLE classes (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
+CREATE TABLE classes (id INTEGER PRIMARY KEY, name TEXT NOT NULL, n_images INTEGER NOT NULL, n_tokens INTEGER NOT NULL);
 CREATE TABLE parts (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
 CREATE INDEX top_examples_image ON top_examples (image_index);
 CREATE INDEX class_mass_class ON class_mass (class, mass);
 """
 
 LATENT_COLUMNS = (
-    "id", "freq", "mean_act", "max_act", "top_class", "class_share", "class_entropy", "part", "part_share",
-    "label", "label_score", "label_source", "clip_phrase", "clip_score",
+    "id", "freq", "mean_act", "max_act", "n_images", "top_class", "class_share", "class_selectivity", "class_entropy",
+    "class_selective", "part", "part_share", "part_images", "part_pure", "label", "label_score", "label_source",
+    "clip_phrase", "clip_score",
 )
 
 
@@ -112,6 +119,10 @@ class FeatureDB:
             raise VisaeError(f"{self.path} is not a visae feature DB ({e})", "rerun `visae analyze --force`") from None
         if self.meta.get("schema_version", 0) > SCHEMA_VERSION:
             raise VisaeError(f"{self.path} was written by a newer visae", "upgrade visae")
+        if self.meta.get("schema_version", 0) < SCHEMA_VERSION:
+            self.con.close()
+            raise VisaeError(f"{self.path} was written by an older visae (feature DB schema "
+                             f"{self.meta.get('schema_version', 0)}, now {SCHEMA_VERSION})", "rerun `visae analyze --force`")
         self.grid = tuple(self.meta["grid"])
 
     def close(self) -> None:

@@ -85,6 +85,10 @@ class RunInfo:
     store: Path | None
     cfg: dict[str, Any]
     metrics: dict[str, Any]
+    tokens: Any = None
+    """Token kinds the run trained on: a kind name, None (the trainer's default) or NOT_RECORDED."""
+    normalization: dict[str, Any] | None = None
+    """How the SAE's inputs were normalised in training (cfg.json), None when not recorded."""
 
 
 def read_run(run: str | Path) -> RunInfo:
@@ -125,7 +129,21 @@ def read_run(run: str | Path) -> RunInfo:
         store=Path(store) if store else None,
         cfg={k: v for k, v in cfg.items() if k != "visae"} | {"arch": meta.get("arch"), "spec": meta.get("spec")},
         metrics=_last_metrics(run_dir / "metrics.jsonl", meta.get("run_sae")) | dict(meta.get("metrics") or {}),
+        tokens=_trained_kinds(run_dir / "train.json"),
+        normalization=meta.get("normalization") if isinstance(meta.get("normalization"), dict) else None,
     )
+
+
+def _trained_kinds(path: Path) -> Any:
+    """train.json's token kinds; NOT_RECORDED for runs (or folders) that predate them."""
+    try:
+        train = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return NOT_RECORDED
+    if not isinstance(train, dict) or "training_tokens" not in train:  # "tokens" was then a token count
+        return NOT_RECORDED
+    kinds = train.get("tokens")
+    return kinds if kinds in (None, "patch", "cls", "registers", "all") else NOT_RECORDED
 
 
 def _last_metrics(path: Path, sae: str | None) -> dict[str, Any]:
@@ -188,27 +206,50 @@ def encode(sae: torch.nn.Module, acts_TD: torch.Tensor) -> torch.Tensor:
     return torch.zeros(acts_TD.shape[0], S).scatter_(1, idx.long(), val.float())
 
 
-def layout_of(store: Any) -> Layout:
-    """The store's layout, reduced to the tokens it kept (a CLS-only store has no grid)."""
+def layout_of(store: Any, kinds: frozenset[int] | None = None) -> Layout:
+    """The store's layout, reduced to the tokens it kept and, given ``kinds``, to the analysed
+    kinds (a CLS-only store, or an analysis of CLS tokens only, has no grid)."""
     lay = Layout.from_json(store.meta.layout)
     kept = str(getattr(store.meta, "tokens", "all"))
-    return replace(
-        lay,
-        gridded=lay.gridded and kept in ("patch", "all"),
-        n_cls=lay.n_cls if kept in ("cls", "all") else 0,
-    )
+    gridded = lay.gridded and kept in ("patch", "all") and (kinds is None or KIND_PATCH in kinds)
+    cls = kept in ("cls", "all") and (kinds is None or KIND_CLS in kinds)
+    return replace(lay, gridded=gridded, n_cls=lay.n_cls if cls else 0)
 
 
-def iter_batches(store: Any, batch_images: int) -> Iterator[Batch]:
-    """Whole images at a time, with per-token image (split index) / kind / y / x."""
+NOT_RECORDED = object()
+"""``RunInfo.tokens`` of a run whose train.json names no token kinds."""
+
+
+def analysed_kinds(store: Any, tokens: str | None, trained_on: str | None | object) -> frozenset[int] | None:
+    """Kind codes to analyse (None: every kind the store holds).
+
+    ``tokens`` (``--tokens``) wins; else the kinds the run trained on: ``trained_on`` is the
+    run's train.json "tokens" (a kind name; None: the trainer's default selection; ``NOT_RECORDED``
+    for runs that predate token kinds, which trained on every token of the store).
+    """
+    from visae.store.select import token_kinds
+
+    if tokens is None and trained_on is NOT_RECORDED:
+        return None
+    return token_kinds(store, tokens if tokens is not None else trained_on)  # type: ignore[arg-type]
+
+
+
+def iter_batches(store: Any, batch_images: int, kinds: frozenset[int] | None = None) -> Iterator[tuple[Batch, int]]:
+    """Whole images at a time, with per-token image (split index) / kind / y / x, only the
+    tokens of ``kinds`` (None: all); each batch with the number of store images it covered."""
     for item in store.iter_images(batch_images):
-        yield Batch(
-            acts_TD=torch.as_tensor(item.tokens_TD, dtype=torch.float32),
-            image_T=torch.from_numpy(np.array(item.image_T, dtype=np.int64)),
-            kind_T=torch.from_numpy(np.array(item.kind_T, dtype=np.int64)),
-            y_T=torch.from_numpy(np.array(item.y_T, dtype=np.int64)),
-            x_T=torch.from_numpy(np.array(item.x_T, dtype=np.int64)),
+        kind_T = np.asarray(item.kind_T)
+        keep_T = slice(None) if kinds is None else np.isin(kind_T, list(kinds))
+        tokens_TD = item.tokens_TD if kinds is None else item.tokens_TD[torch.from_numpy(keep_T)]
+        batch = Batch(
+            acts_TD=torch.as_tensor(tokens_TD, dtype=torch.float32),
+            image_T=torch.from_numpy(np.array(np.asarray(item.image_T)[keep_T], dtype=np.int64)),
+            kind_T=torch.from_numpy(np.array(kind_T[keep_T], dtype=np.int64)),
+            y_T=torch.from_numpy(np.array(np.asarray(item.y_T)[keep_T], dtype=np.int64)),
+            x_T=torch.from_numpy(np.array(np.asarray(item.x_T)[keep_T], dtype=np.int64)),
         )
+        yield batch, len(item.images)
 
 
 @dataclass

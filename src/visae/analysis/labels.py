@@ -6,8 +6,13 @@ Three sources, best first where available:
   embedding (or its projection), the latent's decoder direction is mapped into the joint
   image-text space and compared (cosine) with the text embeddings of
   ``"a photo of a {phrase}"`` for a vocabulary of phrases; the nearest phrase wins.
-- ``part``: the ground-truth part its top patches fall on; score = share of those patches.
-- ``class``: the class holding most of its activation mass; score = that share.
+- ``part``: for a part-pure latent, the ground-truth part its top patches fall on; score =
+  share of those patches.
+- ``class``: for a class-selective latent, the class with its highest mean activation; score =
+  its selectivity index (0 when it fires alike on every class, 1 on one class only).
+
+A latent that is neither part-pure nor class-selective (docs/metrics.md) gets no class or part
+label: a label names only what a measure supports.
 
 A layer that is not projection-compatible (a patch-token layer, an intermediate block)
 gets class/part labels, and the reason is recorded in the feature DB's meta table.
@@ -46,18 +51,21 @@ class Labels:
 
 
 def class_part_labels(
-    top_class_S: np.ndarray, class_share_S: np.ndarray, class_names: Sequence[str],
-    part_S: np.ndarray | None, part_share_S: np.ndarray | None, part_names: Sequence[str] | None,
+    top_class_S: np.ndarray, class_score_S: np.ndarray, class_ok_S: np.ndarray, class_names: Sequence[str],
+    part_S: np.ndarray | None, part_share_S: np.ndarray | None, part_ok_S: np.ndarray | None,
+    part_names: Sequence[str] | None,
 ) -> Labels:
-    """Per latent the better supported of its dominant class and its dominant (non-background) part."""
+    """Per latent the better supported of its top class (where ``class_ok``: class-selective) and
+    its dominant part (where ``part_ok``: part-pure); no label where neither holds."""
     S = len(top_class_S)
     labels, scores, sources = [""] * S, np.zeros(S), [""] * S
     for s in range(S):
         c = int(top_class_S[s])
-        if c >= 0:
+        if c >= 0 and bool(class_ok_S[s]):
             labels[s] = class_names[c] if c < len(class_names) else f"class {c}"
-            scores[s], sources[s] = float(class_share_S[s]), "class"
-        if part_S is not None and part_names and int(part_S[s]) > 0 and float(part_share_S[s]) >= scores[s]:
+            scores[s], sources[s] = float(class_score_S[s]), "class"
+        if part_S is not None and part_ok_S is not None and part_names and bool(part_ok_S[s]) and int(part_S[s]) > 0 \
+                and (not sources[s] or float(part_share_S[s]) >= scores[s]):  # fmt: skip
             p = int(part_S[s])
             labels[s] = part_names[p] if p < len(part_names) else f"part {p}"
             scores[s], sources[s] = float(part_share_S[s]), "part"

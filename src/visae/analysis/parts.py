@@ -3,8 +3,10 @@
 A token-grid cell covers a block of the preprocessed (resized, centre-cropped) image. The
 part of a cell is the majority part label of those pixels, found by resizing the part map
 with the same geometry as the image (``Preprocess.geometry``, nearest neighbour) and
-counting labels per cell. A latent's part is the most common part among its top patches,
-and its share is how many of them fall there.
+counting labels per cell. A unit's part is the most common part among its top patches
+(at most ``PER_IMAGE`` from any one image), and its share is how many of them fall there;
+it is part-pure when that share is high *and* the patches come from enough distinct images
+(docs/metrics.md).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from PIL import Image
 from visae.data.transforms import Preprocess
 
 PURE_SHARE = 0.8
-"""A latent is part-pure when at least this share of its top patches fall on one (non-background) part."""
+"""A unit is part-pure when at least this share of its top patches fall on one (non-background) part."""
+MIN_IMAGES = 8
+"""... and those top patches come from at least this many distinct images."""
 
 
 def cell_parts(parts_HW: np.ndarray, pre: Preprocess, grid_H: int, grid_W: int) -> np.ndarray:
@@ -67,6 +71,13 @@ def dominant_part(part_SK: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return part_S, share_S
 
 
-def count_pure(part_S: np.ndarray, share_S: np.ndarray, threshold: float = PURE_SHARE) -> int:
-    """Latents whose top patches fall >= threshold on one part other than background (0)."""
-    return int(((part_S > 0) & (share_S >= threshold)).sum())
+def distinct_images(image_CK: np.ndarray, valid_CK: np.ndarray) -> np.ndarray:
+    """Number of distinct images among each unit's valid top patches."""
+    return np.array([len(np.unique(image_CK[c][valid_CK[c]])) for c in range(image_CK.shape[0])], dtype=np.int64)
+
+
+def part_pure(part_C: np.ndarray, share_C: np.ndarray, n_images_C: np.ndarray, min_images: int = MIN_IMAGES,
+              threshold: float = PURE_SHARE) -> np.ndarray:
+    """Units whose top patches fall >= threshold on one part other than background (0), drawn
+    from at least ``min_images`` distinct images."""
+    return (part_C > 0) & (share_C >= threshold) & (np.asarray(n_images_C) >= min_images)

@@ -9,28 +9,49 @@ import numpy as np
 
 from visae.analysis.db import DBWriter
 from visae.analysis.labels import Labels
+from visae.analysis.measures import UnitScores
 from visae.analysis.scan import Ranked, ScanResult
-from visae.analysis.stats import class_selectivity
+from visae.analysis.units import Patches
 
 CLASS_MASS_LIMIT = 50
 """class_mass keeps each latent's this-many largest classes (entropy uses all of them)."""
 
 
-def latent_rows(res: ScanResult, part: tuple[np.ndarray, np.ndarray] | None, labels: Labels,
-                clip: tuple[list[str], np.ndarray] | None) -> list[tuple[Any, ...]]:
-    st = res.stats
-    top_S, share_S, entropy_S = class_selectivity(st.class_mass_SL)
+def _parts(sc: UnitScores, C: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(part, share, distinct images, pure) of each unit; -1 / 0 / 0 / False without part masks."""
+    if sc.part_C is None:
+        return np.full(C, -1), np.zeros(C), np.zeros(C, np.int64), np.zeros(C, bool)
+    return sc.part_C, sc.part_share_C, sc.part_images_C, sc.pure_C  # type: ignore[return-value]
+
+
+def latent_rows(res: ScanResult, sc: UnitScores, labels: Labels,
+                clip: tuple[list[str], np.ndarray] | None) -> list[tuple[Any, ...]]:  # fmt: skip
+    st, sel = res.stats, sc.sel
     S = len(st.freq_S)
-    part_S, part_share_S = part if part is not None else (np.full(S, -1), np.zeros(S))
+    part_S, part_share_S, part_images_S, pure_S = _parts(sc, S)
     rows = []
     for s in range(S):
         rows.append((
-            s, float(st.freq_S[s]), float(st.mean_act_S[s]), float(st.max_act_S[s]),
-            int(top_S[s]), float(share_S[s]), float(entropy_S[s]), int(part_S[s]), float(part_share_S[s]),
+            s, float(st.freq_S[s]), float(st.mean_act_S[s]), float(st.max_act_S[s]), int(sc.n_images_C[s]),
+            int(sel.top_C[s]), float(sel.share_C[s]), float(sel.index_C[s]), float(sel.entropy_C[s]),
+            int(sc.selective_C[s]), int(part_S[s]), float(part_share_S[s]), int(part_images_S[s]), int(pure_S[s]),
             labels.label_S[s], float(labels.score_S[s]), labels.source_S[s],
             clip[0][s] if clip else None, float(clip[1][s]) if clip else None,
         ))
     return rows
+
+
+def channel_rows(sc: UnitScores) -> list[tuple[Any, ...]]:
+    """One row per signed raw channel: unit 2d is +channel d, unit 2d+1 is -channel d."""
+    sel = sc.sel
+    C = len(sel.top_C)
+    part_C, share_C, images_C, pure_C = _parts(sc, C)
+    return [
+        (u, u // 2, 1 if u % 2 == 0 else -1, int(sc.n_images_C[u]), int(sel.top_C[u]), float(sel.share_C[u]),
+         float(sel.index_C[u]), int(sc.selective_C[u]), int(part_C[u]), float(share_C[u]), int(images_C[u]),
+         int(pure_C[u]))
+        for u in range(C)
+    ]
 
 
 def example_rows(name: str, r: Ranked, grid: tuple[int, int], ids: dict[int, str],
@@ -49,12 +70,12 @@ def example_rows(name: str, r: Ranked, grid: tuple[int, int], ids: dict[int, str
     ]
 
 
-def patch_rows(source: str, r: Ranked, part_SK: np.ndarray | None, grid_W: int) -> list[tuple[Any, ...]]:
+def patch_rows(source: str, p: Patches, part_CK: np.ndarray | None, grid_W: int) -> list[tuple[Any, ...]]:
     rows = []
-    for s, k in zip(*np.nonzero(r.score_SK > 0)):
-        y, x = divmod(int(r.cell_SK[s, k]), grid_W)
-        part = int(part_SK[s, k]) if part_SK is not None else -1
-        rows.append((source, int(s), int(k), int(r.image_SK[s, k]), y, x, float(r.score_SK[s, k]), part))
+    for c, k in zip(*np.nonzero(p.score_CK > 0)):
+        y, x = divmod(int(p.cell_CK[c, k]), grid_W)
+        part = int(part_CK[c, k]) if part_CK is not None else -1
+        rows.append((source, int(c), int(k), int(p.image_CK[c, k]), y, x, float(p.score_CK[c, k]), part))
     return rows
 
 
@@ -68,21 +89,22 @@ def class_mass_rows(class_mass_SL: np.ndarray, limit: int = CLASS_MASS_LIMIT) ->
     return rows
 
 
-def fill(writer: DBWriter, res: ScanResult, *, grid: tuple[int, int], ids: dict[int, str],
-         labels_by_image: np.ndarray, latent_rows_: list[tuple[Any, ...]], class_names: Sequence[str],
-         part_names: Sequence[str] | None, sae_parts: np.ndarray | None, raw_parts: np.ndarray | None,
-         raw_purity: tuple[np.ndarray, np.ndarray] | None) -> None:
+def fill(writer: DBWriter, res: ScanResult, scores: dict[str, UnitScores], *, grid: tuple[int, int],
+         ids: dict[int, str], labels_by_image: np.ndarray, latent_rows_: list[tuple[Any, ...]],
+         class_names: Sequence[str], part_names: Sequence[str] | None) -> None:
     """Add every table's rows to ``writer`` (meta is filled by the caller)."""
     writer.add("latents", latent_rows_)
     for name, r in res.rankings.items():
         writer.add("top_examples", example_rows(name, r, grid, ids, labels_by_image))
-    if res.sae_patches is not None:
-        writer.add("top_patches", patch_rows("sae", res.sae_patches, sae_parts, grid[1]))
-    if res.raw_patches is not None:
-        writer.add("top_patches", patch_rows("raw", res.raw_patches, raw_parts, grid[1]))
-    if raw_purity is not None:
-        writer.add("channels", [(d, int(p), float(sh)) for d, (p, sh) in enumerate(zip(*raw_purity))])
-    writer.add("class_mass", class_mass_rows(res.stats.class_mass_SL))
+    for source in ("sae", "raw"):
+        u = res.units.get(source)
+        if u is not None and u.patches is not None:
+            writer.add("top_patches", patch_rows(source, u.patches, scores[source].part_CK, grid[1]))
+    if "raw" in scores:
+        writer.add("channels", channel_rows(scores["raw"]))
+    writer.add("class_mass", class_mass_rows(res.units["sae"].class_mass_CL))
     writer.add("histograms", [(s, np.asarray(h, dtype="<i8").tobytes()) for s, h in enumerate(res.stats.hist_SX)])
-    writer.add("classes", list(enumerate(class_names)))
+    tokens_L, images_L = res.class_tokens_L, res.class_images_L
+    writer.add("classes", [(c, name, int(images_L[c]) if c < len(images_L) else 0,
+                            int(tokens_L[c]) if c < len(tokens_L) else 0) for c, name in enumerate(class_names)])  # fmt: skip
     writer.add("parts", list(enumerate(part_names or [])))

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from pydantic import Field
 
-from visae.analysis import parts as P
+from visae.analysis.baselines import headline, random_sae, run_normalisation
 from visae.analysis.db import DB_NAME, DBWriter, FeatureDB
 from visae.analysis.inputs import (
-    ImageTable, Images, Layout, RunInfo, check_compatible, layout_of, open_sae, open_store, read_run, sae_decoder,
+    NOT_RECORDED, ImageTable, Images, Layout, RunInfo, analysed_kinds, check_compatible, layout_of, open_sae,
+    open_store, read_run, sae_decoder,
 )
-from visae.analysis.overlays import HEATMAP_DIR
 from visae.analysis.labels import Labels, class_part_labels, clip_labels, vocabulary
+from visae.analysis.measures import UnitScores, score_scan, summarise
+from visae.analysis.overlays import HEATMAP_DIR
+from visae.analysis.parts import MIN_IMAGES, PURE_SHARE
 from visae.analysis.record import fill, latent_rows
-from visae.analysis.scan import PART_TOP, ScanResult, scan
-from visae.analysis.stats import HIST_EDGES, class_selectivity
+from visae.analysis.scan import ScanResult, scan
+from visae.analysis.stats import HIST_EDGES, SELECTIVE_INDEX
+from visae.analysis.units import PART_TOP, PER_IMAGE
 from visae.config import Config
 from visae.errors import VisaeError
 from visae.progress import info
@@ -37,8 +41,21 @@ class AnalyzeConfig(Config):
     """The SAE run directory (from `visae train`); the feature DB is written into it."""
     store: Path | None = None
     """Activation store to analyse; default: the store the run was trained on."""
+    tokens: Literal["patch", "cls", "registers", "all"] | None = None
+    """Token kinds to analyse, among those the store holds (patch: grid cells / patch tokens / pooled
+    vectors); default: the kinds the SAE was trained on."""
+    device: str = "auto"
+    """Where the SAEs encode: auto (a GPU when there is one), cpu, cuda or cuda:N. Statistics stay on the CPU."""
     top: int = Field(32, ge=1, le=1024)
     """Top images kept per latent and ranking (with their activation maps)."""
+    per_image: int = Field(PER_IMAGE, ge=1, le=PART_TOP)
+    """At most this many of a unit's top-16 patches (for part purity) come from one image."""
+    min_images: int = Field(MIN_IMAGES, ge=1)
+    """A unit counts as part-pure or class-selective only with evidence from at least this many images."""
+    random_baseline: bool = True
+    """Also score a random-init SAE of the same shape (a second encoding per batch)."""
+    seed: int = Field(0, ge=0)
+    """Seed of the random-init baseline SAE."""
     batch_images: int = Field(0, ge=0)
     """Images encoded per batch; 0 picks one that keeps a batch's dense codes near 64 MiB."""
     force: bool = False
@@ -50,8 +67,11 @@ class AnalyzeConfig(Config):
 
 
 def analyze(cfg: AnalyzeConfig) -> Path:
-    """Scan the store once, compute per-latent statistics, top examples, part purity and labels;
-    write RUN/features.sqlite and return its path. ``summary(run)`` reads the headline numbers back."""
+    """Scan the store once, compute per-latent statistics, top examples, class selectivity, part
+    purity (with the raw-channel and random-init baselines) and labels; write RUN/features.sqlite
+    and return its path. ``summary(run)`` reads the headline numbers back."""
+    from visae.device import resolve_device
+
     run = read_run(cfg.run)
     db_path = run.path / DB_NAME
     if db_path.exists() and not cfg.force:
@@ -59,61 +79,85 @@ def analyze(cfg: AnalyzeConfig) -> Path:
     store_path = cfg.store or run.store
     if store_path is None:
         raise VisaeError(f"--run {run.path} does not name its store", "pass --store")
+    device = resolve_device(cfg.device)
     store = open_store(Path(store_path))
     sae = open_sae(run.sae_dir)
     check_compatible(run, store, sae)
-    layout, table = layout_of(store), ImageTable.of(store)
+    kinds = analysed_kinds(store, cfg.tokens, run.tokens)
+    layout, table = layout_of(store, kinds), ImageTable.of(store)
     images = Images.of_store(store)
     class_names = images.class_names or [str(c) for c in range(int(table.label.max(initial=-1)) + 1)]
     labels_by_image = table.labels_by_image()
     S = int(sae_decoder(sae).shape[0])
     tokens_per_image = max(int(np.max(store.images["n_tokens"], initial=1)), 1)
     batch = cfg.batch_images or int(np.clip(BATCH_CODES // (tokens_per_image * S), 1, 256))
-    mean_D = store.mean_D.float() if layout.has_grid else None
+    raw_mean_D = kind_stats(store, kinds)[0]
+    rand = baseline_sae(cfg, run, store, sae, kinds)
+    why_not = {"random": rand} if isinstance(rand, str) else {}
     with torch.no_grad():
-        res = scan(store, sae, layout, labels_by_image, len(class_names), cfg.top, batch, mean_D)
-    purity = part_purity(res, images, layout)
+        res = scan(store, sae.to(device), layout, labels_by_image, len(class_names), cfg.top, batch, kinds=kinds,
+                   raw_mean_D=raw_mean_D, random_sae=None if isinstance(rand, str) else rand.to(device),
+                   device=device, per_image=cfg.per_image)  # fmt: skip
+    sae.cpu()
+    scores = score_scan(res, images, layout, cfg.min_images)
     clip = text_labels(cfg, run, store.meta, layout, sae, class_names, images.part_names)
-    sae_part = (purity["sae_part"], purity["sae_share"]) if purity else None
-    top_S, share_S, _ = class_selectivity(res.stats.class_mass_SL)
-    labels = class_part_labels(top_S, share_S, class_names, *(sae_part or (None, None)), images.part_names)
+    labels = _labels(scores["sae"], class_names, images.part_names)
     if isinstance(clip, tuple):
         labels = Labels(list(clip[0]), clip[1].astype(float), ["clip"] * S)
     writer = DBWriter()
-    writer.meta |= _meta(run, store, layout, res, cfg, class_names, purity, clip)
-    fill(writer, res, grid=(layout.grid_H, layout.grid_W), ids=table.ids_by_image(), labels_by_image=labels_by_image,
-         latent_rows_=latent_rows(res, sae_part, labels, clip if isinstance(clip, tuple) else None),
-         class_names=class_names, part_names=images.part_names,
-         sae_parts=purity["sae_SK"] if purity else None, raw_parts=purity["raw_SK"] if purity else None,
-         raw_purity=(purity["raw_part"], purity["raw_share"]) if purity else None)
+    n_parts = len(images.part_names or [])
+    measures = summarise(scores, n_parts, why_not)
+    for key, text in definitions(cfg).items():
+        if measures[key] is not None:
+            measures[key]["definition"] = text
+    writer.meta |= _meta(run, store, layout, res, cfg, class_names, kinds, clip) | {
+        "summary": _summary(store, res, clip) | measures}
+    fill(writer, res, scores, grid=(layout.grid_H, layout.grid_W), ids=table.ids_by_image(),
+         labels_by_image=labels_by_image, latent_rows_=latent_rows(res, scores["sae"], labels, clip if isinstance(clip, tuple) else None),
+         class_names=class_names, part_names=images.part_names)  # fmt: skip
     writer.write(db_path)
     shutil.rmtree(run.path / HEATMAP_DIR, ignore_errors=True)
     info(f"feature DB: {db_path}")
     return db_path
 
 
-def part_purity(res: ScanResult, images: Images, layout: Layout) -> dict[str, Any] | None:
-    """Part of every top patch of every latent and raw channel, and each one's dominant part."""
-    if not images.part_names or not layout.has_grid or res.sae_patches is None:
-        return None
-    cache: dict[int, np.ndarray | None] = {}
+def kind_stats(store: Any, kinds: frozenset[int] | None) -> tuple[torch.Tensor, float]:
+    """(mean, scale) of the store's tokens of ``kinds`` (None: all), as the trainer computes them."""
+    from visae.store.view import StoreView
+    from visae.store.select import Selection
 
-    def cells(image: int) -> np.ndarray | None:
-        if image not in cache:
-            s = images.sample(image)
-            cache[image] = None if s is None or s.parts_HW is None else P.cell_parts(
-                s.parts_HW, images.preprocess, layout.grid_H, layout.grid_W)
-        return cache[image]
+    view = StoreView(store, Selection(kinds))
+    return view.mean_D.float(), float(view.scale)
 
-    out: dict[str, Any] = {}
-    for name, r in (("sae", res.sae_patches), ("raw", res.raw_patches)):
-        if r is None:
-            continue
-        part_SK = P.top_patch_parts(r.image_SK, r.cell_SK, r.score_SK > 0, cells)
-        out[f"{name}_SK"] = part_SK
-        out[f"{name}_part"], out[f"{name}_share"] = P.dominant_part(part_SK)
-    out.setdefault("raw_SK", None)
-    return out
+
+def baseline_sae(cfg: AnalyzeConfig, run: RunInfo, store: Any, sae: torch.nn.Module,
+                 kinds: frozenset[int] | None) -> torch.nn.Module | str:  # fmt: skip
+    """The random-init SAE of ``sae``'s shape, normalised as the run trained (or why there is none)."""
+    if not cfg.random_baseline:
+        return "turned off"
+    trained = kinds
+    if run.tokens is not NOT_RECORDED:
+        try:
+            trained = analysed_kinds(store, None, run.tokens)
+        except VisaeError:  # another store than the run's: its analysed kinds stand in
+            trained = kinds
+    mean_D, scale = run_normalisation(run.normalization, *kind_stats(store, trained))
+    return random_sae(sae, mean_D, scale, cfg.seed)
+
+
+def definitions(cfg: AnalyzeConfig) -> dict[str, str]:
+    """One-line definitions of the two measures, with this analysis's thresholds (docs/metrics.md)."""
+    return {
+        "part_pure": f"top-{PART_TOP} patches (at most {cfg.per_image} per image) >= {PURE_SHARE:.0%} on one part, "
+                     f"from >= {cfg.min_images} images",
+        "class_selective": f"class selectivity index >= {SELECTIVE_INDEX} (class-mean activations), "
+                           f"fired on >= {cfg.min_images} images",
+    }
+
+
+def _labels(s: UnitScores, class_names: list[str], part_names: list[str] | None) -> Labels:
+    return class_part_labels(s.sel.top_C, s.sel.index_C, s.selective_C, class_names,
+                             s.part_C, s.part_share_C, s.pure_C, part_names)  # fmt: skip
 
 
 def text_labels(cfg: AnalyzeConfig, run: RunInfo, store_meta: Any, layout: Layout, sae: torch.nn.Module,
@@ -132,30 +176,34 @@ def text_labels(cfg: AnalyzeConfig, run: RunInfo, store_meta: Any, layout: Layou
     return clip_labels(run.backbone, run.layer, kind, sae_decoder(sae), vocabulary(class_names, part_names, extra))
 
 
-def _meta(run: RunInfo, store: Any, layout: Layout, res: ScanResult, cfg: AnalyzeConfig,
-          class_names: list[str], purity: dict[str, Any] | None, clip: Any) -> dict[str, Any]:
-    st = res.stats
-    freq = st.freq_S
-    summary = {
-        "n_latents": int(len(freq)), "n_images": res.n_images, "n_tokens": st.n_tokens, "d": int(store.d),
-        "mean_l0": float(freq.sum()) if st.n_tokens else 0.0,
+def _summary(store: Any, res: ScanResult, clip: Any) -> dict[str, Any]:
+    freq = res.stats.freq_S
+    return {
+        "n_latents": int(len(freq)), "n_images": res.n_images, "n_tokens": res.stats.n_tokens, "d": int(store.d),
+        "mean_l0": float(freq.sum()) if res.stats.n_tokens else 0.0,
         "dead_pct": float(100 * (freq == 0).mean()), "dense_pct": float(100 * (freq > DENSE_FREQ).mean()),
-        "part_pure_sae": P.count_pure(purity["sae_part"], purity["sae_share"]) if purity else None,
-        "part_pure_raw": P.count_pure(purity["raw_part"], purity["raw_share"]) if purity and "raw_part" in purity else None,
         "n_channels": int(store.d),
         "text_labels": "clip" if isinstance(clip, tuple) else clip,
     }
+
+
+def _meta(run: RunInfo, store: Any, layout: Layout, res: ScanResult, cfg: AnalyzeConfig,
+          class_names: list[str], kinds: frozenset[int] | None, clip: Any) -> dict[str, Any]:
+    from visae.store.format import TOKEN_KINDS
+
     return {
-        "summary": summary,
         "run": str(run.path.resolve()), "store": str(Path(store.path).resolve()),
         "backbone": str(store.meta.backbone), "layer": str(store.meta.layer),
         "layout": dict(store.meta.layout), "tokens": str(getattr(store.meta, "tokens", "")),
+        "analysed_kinds": sorted(TOKEN_KINDS[k] for k in kinds) if kinds is not None else "all",
         "grid": [layout.grid_H, layout.grid_W], "has_grid": layout.has_grid,
         "dataset": str(store.meta.dataset), "split": str(store.meta.split), "preprocess": dict(store.meta.preprocess),
         "sae": run.cfg, "metrics": run.metrics,
-        "n_latents": summary["n_latents"], "top": cfg.top, "rankings": list(res.rankings),
+        "n_latents": int(len(res.stats.freq_S)), "top": cfg.top, "rankings": list(res.rankings),
         "hist_edges": HIST_EDGES.tolist(), "dense_freq": DENSE_FREQ,
-        "part_top": PART_TOP, "pure_share": P.PURE_SHARE, "n_classes": len(class_names),
+        "part_top": PART_TOP, "per_image": cfg.per_image, "min_images": cfg.min_images, "pure_share": PURE_SHARE,
+        "selective_index": SELECTIVE_INDEX, "random_seed": cfg.seed if cfg.random_baseline else None,
+        "n_classes": len(class_names),
     }
 
 
@@ -163,3 +211,13 @@ def summary(run_or_db: str | Path) -> dict[str, Any]:
     """The headline numbers of an analysed run (meta 'summary' of its feature DB)."""
     with FeatureDB(run_or_db) as db:
         return dict(db.meta["summary"])
+
+
+def headlines(s: dict[str, Any]) -> dict[str, str | None]:
+    """The summary's two comparisons, each named with its definition, as one line each (None where
+    not measurable): {"part-pure units (DEFINITION)": "SAE 1.4% (7/512 latents) vs ..."}."""
+    out: dict[str, str | None] = {}
+    for key, name in (("part_pure", "part-pure units"), ("class_selective", "class-selective units")):
+        entry = s.get(key)
+        out[f"{name} ({entry['definition']})" if entry and entry.get("definition") else name] = headline(entry)
+    return out

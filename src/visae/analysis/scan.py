@@ -5,16 +5,17 @@ Per batch only the dense codes of that batch (T x S) and their per-image activat
 (B x G x S) exist; everything kept across batches is O(S * K * G) and does not grow with
 the store. The pass collects, for every latent:
 
-- frequency, mean and max activation, a log-binned histogram, class mass (``stats``);
+- frequency, mean and max activation, a log-binned histogram (``stats``);
 - its top images ranked by max patch activation, by summed patch activation and (when the
-  store has a CLS token) by CLS activation, each with the image's activation map (``topk``);
-- its top patches (for part purity), and the same for the centred raw channels of the store.
+  analysed tokens include a CLS token) by CLS activation, each with the image's activation map;
+- class mass, fired-image counts and capped top patches (``units``), and the same for the two
+  baselines: the store's centred raw channels (each sign a unit) and a random-init SAE.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,10 +25,10 @@ import torch
 from visae.analysis.inputs import KIND_CLS, KIND_PATCH, Batch, Layout, encode, iter_batches, sae_decoder
 from visae.analysis.stats import LatentStats, LatentSummary
 from visae.analysis.topk import TopK
+from visae.analysis.units import PART_TOP, PER_IMAGE, UnitResult, Units
 from visae.progress import make_progress
 
-PART_TOP = 16
-"""Top patches per latent (and per raw channel) used for part purity."""
+__all__ = ["PART_TOP", "Ranked", "Scan", "ScanResult", "scan"]
 
 
 @dataclass
@@ -37,7 +38,6 @@ class Ranked:
     score_SK: np.ndarray
     image_SK: np.ndarray
     map_SKG: np.ndarray | None = None
-    cell_SK: np.ndarray | None = None
 
 
 @dataclass
@@ -45,95 +45,165 @@ class ScanResult:
     stats: LatentSummary
     rankings: dict[str, Ranked] = field(default_factory=dict)
     """'max', 'sum' and, with a CLS token, 'cls'."""
-    sae_patches: Ranked | None = None
-    raw_patches: Ranked | None = None
+    units: dict[str, UnitResult] = field(default_factory=dict)
+    """'sae' and, where measured, the baselines 'raw' (2D signed channels) and 'random' (random-init SAE)."""
+    class_tokens_L: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    """Analysed tokens per class (of the image they come from)."""
+    class_images_L: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     n_images: int = 0
 
 
 class Scan:
-    """Accumulators of one pass; ``add(batch)`` folds a batch in."""
+    """Accumulators of one pass; ``add(batch)`` folds a batch in.
 
-    def __init__(self, sae: torch.nn.Module, layout: Layout, labels: np.ndarray, n_classes: int,
-                 top: int, mean_D: torch.Tensor | None):
-        self.sae, self.layout = sae, layout
+    ``raw_mean_D``: centre of the raw channels (None: no raw-channel baseline);
+    ``random_sae``: the random-init baseline SAE (None: none); ``device``: where SAEs encode.
+    """
+
+    def __init__(self, sae: torch.nn.Module, layout: Layout, labels: np.ndarray, n_classes: int, top: int, *,
+                 raw_mean_D: torch.Tensor | None = None, random_sae: torch.nn.Module | None = None,
+                 device: torch.device | None = None, per_image: int = PER_IMAGE):  # fmt: skip
+        self.sae, self.random_sae, self.layout = sae, random_sae, layout
+        self.device = device or torch.device("cpu")
         self.S = int(sae_decoder(sae).shape[0])
         self.labels = torch.as_tensor(labels, dtype=torch.int64)
-        self.mean_D = mean_D
-        self.stats = LatentStats(self.S, n_classes)
-        G = layout.G
+        self.L = n_classes
+        self.raw_mean_D = raw_mean_D
+        self.stats = LatentStats(self.S)
         names = ["max", "sum"] + (["cls"] if layout.n_cls > 0 else [])
-        payload = {"image": ((), torch.int64), "map": ((G,), torch.float16)}
+        payload = {"image": ((), torch.int64), "map": ((layout.G,), torch.float16)}
         self.tops = {n: TopK(self.S, top, payload) for n in names}
-        patch_payload = {"image": ((), torch.int64), "cell": ((), torch.int64)}
-        self.sae_patches = TopK(self.S, PART_TOP, patch_payload) if layout.has_grid else None
-        D = layout.dim
-        self.raw_patches = TopK(D, PART_TOP, patch_payload) if layout.has_grid and mean_D is not None else None
+        grid = layout.has_grid
+        self.units = {"sae": Units(self.S, n_classes, grid, per_image=per_image)}
+        if raw_mean_D is not None:
+            self.units["raw"] = Units(2 * layout.dim, n_classes, grid, per_image=per_image)
+        if random_sae is not None:
+            self.units["random"] = Units(int(sae_decoder(random_sae).shape[0]), n_classes, grid, per_image=per_image)
+        self.class_tokens_L = torch.zeros(max(n_classes, 1), dtype=torch.int64)
+        self.class_images_L = torch.zeros(max(n_classes, 1), dtype=torch.int64)
         self.n_images = 0
 
     def add(self, batch: Batch) -> None:
-        codes_TS = encode(self.sae, batch.acts_TD)
+        if batch.image_T.numel() == 0:
+            return
+        ctx = _Ctx.of(batch, self.layout, self.labels)
+        self.n_images += ctx.B
+        self._count_classes(ctx)
+        codes_TS = self._encode(self.sae, batch.acts_TD)
         # The bookkeeping is many small ops: on one thread they run ~10x faster than on a
-        # contended OpenMP pool, while the encoder GEMM above keeps every thread.
+        # contended OpenMP pool, while the encoder GEMM keeps every thread.
         with _one_thread():
-            self._fold(batch, codes_TS)
+            self._fold_sae(batch, ctx, codes_TS)
+        del codes_TS
+        if self.random_sae is not None:
+            codes_TS = self._encode(self.random_sae, batch.acts_TD)
+            with _one_thread():
+                self._fold_units("random", batch, ctx, codes_TS)
+            del codes_TS
+        if self.raw_mean_D is not None:
+            centred_TD = batch.acts_TD - self.raw_mean_D
+            # unit 2d is +channel d, unit 2d + 1 is -channel d
+            signed_TC = torch.stack([centred_TD.clamp(min=0), (-centred_TD).clamp(min=0)], dim=2).flatten(1)
+            with _one_thread():
+                self._fold_units("raw", batch, ctx, signed_TC)
 
-    def _fold(self, batch: Batch, codes_TS: torch.Tensor) -> None:
-        images_B, inv_T = torch.unique_consecutive(batch.image_T, return_inverse=True)
-        B = len(images_B)
-        self.n_images += B
-        patch_T = batch.kind_T == KIND_PATCH if self.layout.has_grid else torch.zeros_like(inv_T, dtype=torch.bool)
-        maps_BGS = self._maps(codes_TS, inv_T, patch_T, batch, B)
+    def _encode(self, sae: torch.nn.Module, acts_TD: torch.Tensor) -> torch.Tensor:
+        """Dense codes on the CPU, encoded on ``self.device`` (bf16 autocast on CUDA)."""
+        x_TD = acts_TD.to(self.device, non_blocking=True)
+        cuda = self.device.type == "cuda"
+        with torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext():
+            codes_TS = encode(sae, x_TD)
+        return codes_TS.float().cpu() if cuda else codes_TS
+
+    def _count_classes(self, ctx: "_Ctx") -> None:
+        known_B = ctx.label_B >= 0
+        if not self.L or not bool(known_B.any()):
+            return
+        tokens_B = torch.bincount(ctx.inv_T, minlength=ctx.B)
+        self.class_tokens_L.index_add_(0, ctx.label_B[known_B], tokens_B[known_B])
+        self.class_images_L += torch.bincount(ctx.label_B[known_B], minlength=len(self.class_images_L))
+
+    def _fold_sae(self, batch: Batch, ctx: "_Ctx", codes_TS: torch.Tensor) -> None:
+        maps_BGS = self._maps(codes_TS, batch, ctx)
         scores = {"max": maps_BGS.amax(1), "sum": maps_BGS.sum(1)}
-        # class mass counts every token of the image: the patch sums plus the other tokens
-        image_sum_BS = scores["sum"] if self.layout.has_grid else torch.zeros(B, self.S)
-        rest_T = (~patch_T).nonzero(as_tuple=True)[0]
-        image_sum_BS = image_sum_BS.index_add(0, inv_T[rest_T], codes_TS[rest_T])
+        image_sum_BS = _image_sums(codes_TS, maps_BGS if self.layout.has_grid else None, ctx)
         max_S = scores["max"].amax(0)
-        if len(rest_T):
-            max_S = torch.maximum(max_S, codes_TS[rest_T].amax(0))
-        self.stats.update(codes_TS, image_sum_BS, self.labels[images_B], max_S)
+        if len(ctx.rest_T):
+            max_S = torch.maximum(max_S, codes_TS[ctx.rest_T].amax(0))
+        self.stats.update(codes_TS, max_S)
         if "cls" in self.tops:
-            scores["cls"] = _first_per_image(codes_TS, inv_T, batch.kind_T == KIND_CLS, B)
-
+            scores["cls"] = _first_per_image(codes_TS, ctx.inv_T, batch.kind_T == KIND_CLS, ctx.B)
         maps_BSG = maps_BGS.transpose(1, 2)  # a view: only the winners' maps are ever read
 
         def fetch(b: torch.Tensor, s: torch.Tensor) -> dict[str, torch.Tensor]:
-            return {"image": images_B[b], "map": maps_BSG[b, s]}
+            return {"image": ctx.images_B[b], "map": maps_BSG[b, s]}
 
         for name, top in self.tops.items():
             top.update(scores[name], fetch)
-        if self.layout.has_grid:
-            cell_T = batch.y_T * self.layout.grid_W + batch.x_T
-            image_P, cell_P = batch.image_T[patch_T], cell_T[patch_T]
-            _add_map_patches(self.sae_patches, maps_BSG, scores["max"], images_B)
-            if self.raw_patches is not None:
-                _add_patches(self.raw_patches, batch.acts_TD[patch_T] - self.mean_D, image_P, cell_P)
+        self.units["sae"].add(image_sum_BS, ctx.label_B, ctx.images_B, maps_BGS if self.layout.has_grid else None)
 
-    def _maps(self, codes_TS: torch.Tensor, inv_T: torch.Tensor, patch_T: torch.Tensor, batch: Batch,
-              B: int) -> torch.Tensor:
-        """(B, G, S) activation map of each image over its grid (no grid: G = 1, the image's max)."""
+    def _fold_units(self, name: str, batch: Batch, ctx: "_Ctx", values_TC: torch.Tensor) -> None:
+        maps_BGC = self._maps(values_TC, batch, ctx) if self.layout.has_grid else None
+        self.units[name].add(_image_sums(values_TC, maps_BGC, ctx), ctx.label_B, ctx.images_B, maps_BGC)
+
+    def _maps(self, values_TC: torch.Tensor, batch: Batch, ctx: "_Ctx") -> torch.Tensor:
+        """(B, G, C) map of each image over its grid (no grid: G = 1, the image's max)."""
+        B, C = ctx.B, values_TC.shape[1]
         if not self.layout.has_grid:
-            idx_TS = inv_T[:, None].expand(-1, self.S)
-            return torch.zeros(B, self.S).scatter_reduce_(0, idx_TS, codes_TS, "amax")[:, None, :]
-        G, T = self.layout.G, len(inv_T)
-        if T % B == 0 and _regular(batch, B, T // B, G, self.layout.grid_W):
-            return codes_TS.view(B, T // B, self.S)[:, T // B - G :]  # the usual layout: a view, no copy
+            idx_TC = ctx.inv_T[:, None].expand(-1, C)
+            return torch.zeros(B, C).scatter_reduce_(0, idx_TC, values_TC, "amax")[:, None, :]
+        G, T = self.layout.G, len(ctx.inv_T)
+        if ctx.regular:
+            return values_TC.view(B, T // B, C)[:, T // B - G :]  # the usual layout: a view, no copy
+        patch_T = ctx.patch_T
         cell_P = batch.y_T[patch_T] * self.layout.grid_W + batch.x_T[patch_T]
-        maps_BGS = torch.zeros(B, G, self.S)
-        maps_BGS[inv_T[patch_T], cell_P] = codes_TS[patch_T]
-        return maps_BGS
+        maps_BGC = torch.zeros(B, G, C)
+        maps_BGC[ctx.inv_T[patch_T], cell_P] = values_TC[patch_T]
+        return maps_BGC
 
     def finish(self) -> ScanResult:
-        out = ScanResult(stats=self.stats.finish(), n_images=self.n_images)
+        out = ScanResult(stats=self.stats.finish(), n_images=self.n_images,
+                         class_tokens_L=self.class_tokens_L[: self.L].numpy(),
+                         class_images_L=self.class_images_L[: self.L].numpy())  # fmt: skip
         for name, top in self.tops.items():
             score, data = top.sorted()
             out.rankings[name] = Ranked(score.numpy(), data["image"].numpy(), data["map"].float().numpy())
-        for attr in ("sae_patches", "raw_patches"):
-            top = getattr(self, attr)
-            if top is not None:
-                score, data = top.sorted()
-                setattr(out, attr, Ranked(score.numpy(), data["image"].numpy(), cell_SK=data["cell"].numpy()))
+        out.units = {name: u.finish() for name, u in self.units.items()}
         return out
+
+
+@dataclass
+class _Ctx:
+    """Per-batch facts shared by every population: images, token -> image, patch mask, labels."""
+
+    images_B: torch.Tensor
+    inv_T: torch.Tensor
+    patch_T: torch.Tensor
+    rest_T: torch.Tensor
+    label_B: torch.Tensor
+    regular: bool
+
+    @property
+    def B(self) -> int:
+        return len(self.images_B)
+
+    @classmethod
+    def of(cls, batch: Batch, layout: Layout, labels: torch.Tensor) -> "_Ctx":
+        images_B, inv_T = torch.unique_consecutive(batch.image_T, return_inverse=True)
+        B, T = len(images_B), len(inv_T)
+        patch_T = batch.kind_T == KIND_PATCH if layout.has_grid else torch.zeros_like(inv_T, dtype=torch.bool)
+        regular = layout.has_grid and T % B == 0 and _regular(batch, B, T // B, layout.G, layout.grid_W)
+        known = (images_B >= 0) & (images_B < len(labels))
+        label_B = torch.where(known, labels[images_B.clamp(0, max(len(labels) - 1, 0))], -1) if len(labels) else \
+            torch.full_like(images_B, -1)  # fmt: skip
+        return cls(images_B, inv_T, patch_T, (~patch_T).nonzero(as_tuple=True)[0], label_B, regular)
+
+
+def _image_sums(values_TC: torch.Tensor, maps_BGC: torch.Tensor | None, ctx: _Ctx) -> torch.Tensor:
+    """(B, C) sum over every analysed token of each image: the grid map's sum plus the other tokens."""
+    if maps_BGC is None:
+        return torch.zeros(ctx.B, values_TC.shape[1]).index_add_(0, ctx.inv_T, values_TC)
+    return maps_BGC.sum(1).index_add_(0, ctx.inv_T[ctx.rest_T], values_TC[ctx.rest_T])
 
 
 @contextmanager
@@ -165,49 +235,16 @@ def _first_per_image(codes_TS: torch.Tensor, inv_T: torch.Tensor, mask_T: torch.
     return out_BS
 
 
-def _add_patches(top: TopK, values_PD: torch.Tensor, image_P: torch.Tensor, cell_P: torch.Tensor) -> None:
-    """Offer each unit's best patches of this batch (rows P) to its running top patches."""
-    if values_PD.shape[0] == 0:
-        return
-    best_KD, pos_KD = values_PD.topk(min(top.K, values_PD.shape[0]), dim=0)
-    top.update(best_KD, lambda b, s: {"image": image_P[pos_KD[b, s]], "cell": cell_P[pos_KD[b, s]]})
-
-
-def _add_map_patches(top: TopK, maps_BSG: torch.Tensor, max_BS: torch.Tensor, images_B: torch.Tensor) -> None:
-    """The same from per-image maps. A latent's K best patches of the batch lie in its K best
-    images by max patch value, and only images whose max beats the latent's current K-th
-    patch can contribute, so only those images' maps are searched."""
-    enters_BS = max_BS > top.score_SK.min(dim=1).values  # images with a patch that can enter
-    n_enter_S = enters_BS.sum(0)
-    units_U = n_enter_S.nonzero(as_tuple=True)[0]
-    if len(units_U) == 0:
-        return
-    B, _, G = maps_BSG.shape
-    k_img = int(min(top.K, n_enter_S.max()))
-    _, img_UI = max_BS[:, units_U].T.topk(k_img, dim=1)  # (U, k_img) candidate images per latent
-    cand_UIG = maps_BSG[img_UI, units_U[:, None]]  # their maps, contiguous rows of G
-    best_UK, pos_UK = cand_UIG.reshape(len(units_U), k_img * G).topk(min(top.K, k_img * G), dim=1)
-    best_KS = torch.full((best_UK.shape[1], top.S), float("-inf"))
-    best_KS[:, units_U] = best_UK.T
-    pos_KS = torch.zeros(best_KS.shape, dtype=torch.int64)
-    pos_KS[:, units_U] = pos_UK.T
-    row_S = torch.zeros(top.S, dtype=torch.int64)
-    row_S[units_U] = torch.arange(len(units_U))
-
-    def fetch(b: torch.Tensor, s: torch.Tensor) -> dict[str, torch.Tensor]:
-        pos = pos_KS[b, s]
-        return {"image": images_B[img_UI[row_S[s], pos // G]], "cell": pos % G}
-
-    top.update(best_KS, fetch)
-
-
-def scan(store: Any, sae: torch.nn.Module, layout: Layout, labels: np.ndarray, n_classes: int,
-         top: int, batch_images: int, mean_D: torch.Tensor | None) -> ScanResult:
-    """Run the pass with a progress bar over the store's images."""
-    acc = Scan(sae, layout, labels, n_classes, top, mean_D)
+def scan(store: Any, sae: torch.nn.Module, layout: Layout, labels: np.ndarray, n_classes: int, top: int,
+         batch_images: int, *, kinds: frozenset[int] | None = None, **baselines: Any) -> ScanResult:
+    """Run the pass over the analysed token kinds with a progress bar over the store's images;
+    ``baselines``: the keyword arguments of ``Scan`` (raw_mean_D, random_sae, device, per_image)."""
+    acc = Scan(sae, layout, labels, n_classes, top, **baselines)
+    seen = 0
     with make_progress() as progress:
         task = progress.add_task("analyze", total=int(getattr(store, "n_images", len(labels))), info="")
-        for batch in iter_batches(store, batch_images):
+        for batch, n in iter_batches(store, batch_images, kinds):
             acc.add(batch)
-            progress.update(task, completed=acc.n_images)
+            seen += n
+            progress.update(task, completed=seen)
     return acc.finish()

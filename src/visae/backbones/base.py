@@ -125,17 +125,19 @@ def load_backbone(
     spec: str,
     *,
     random_init: bool = False,
-    device: str = "cpu",
+    device: str | torch.device = "cpu",
     preprocess_overrides: dict[str, Any] | None = None,
 ) -> Backbone:
-    """Open a vision model from its spec string, in eval mode on ``device``.
+    """Open a vision model from its spec string, in eval mode on ``device`` (auto, cpu, cuda[:N]).
 
     ``random_init`` builds the architecture with random weights on purpose (for tests and
     smoke runs); ``preprocess_overrides`` replaces fields of the model's own preprocessing
     (``{"size": 256}``).
     """
     from visae.backbones import hf, open_clip, timm, torchvision  # noqa: F401  (register the schemes)
+    from visae.device import resolve_device
 
+    device = resolve_device(str(device))  # before loading: a missing GPU is a one-line error, not a slow one
     scheme, rest = split_spec(spec)
     if not rest:
         guess = f"write hf:{spec}? " if "/" in spec else ""

@@ -78,6 +78,10 @@ class ClassifierConfig(Config):
     """Memory layout of activations: 'auto' times both like `precision` and keeps the faster."""
     threads: int = Field(0, ge=0)
     """Torch CPU threads; 0 means one per available core."""
+    device: str = "auto"
+    """Where to train: auto (the GPU when torch sees one, else the CPU), cpu, or cuda[:N]. On a GPU the steps
+    run under bf16 autocast unless precision is 'fp32', without timing the variants. Not part of the resume
+    check: a run begun on one device can be continued on another."""
     eval_batch_size: int = Field(256, ge=1)
     """Images per forward pass when measuring accuracy."""
 

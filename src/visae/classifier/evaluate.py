@@ -41,7 +41,8 @@ def predict(
     from visae.data.loader import ImageLoader
 
     speed = speed or Speed(bf16=False, channels_last=False)
-    loader = ImageLoader(split, preprocess, batch_size, shuffle=False)
+    device = next(model.parameters()).device
+    loader = ImageLoader(split, preprocess, batch_size, shuffle=False, pin_memory=device.type == "cuda")
     was_training = model.training
     model.eval()
     logits, labels = [], []
@@ -49,8 +50,8 @@ def predict(
         task = live.add_task(f"eval {split.name}", total=len(split), info="")
         for batch in loader:
             with speed.autocast():
-                logits_BL = model(pixel_values=speed.layout(batch.pixels_BCHW)).logits
-            logits.append(logits_BL.float().numpy())
+                logits_BL = model(pixel_values=speed.layout(batch.pixels_BCHW.to(device, non_blocking=True))).logits
+            logits.append(logits_BL.float().cpu().numpy())
             labels.append(np.asarray(batch.labels_B, dtype=np.int64))
             live.advance(task, len(batch.labels_B))
         if bar is not None:

@@ -5,6 +5,7 @@ small ConvNeXt spends much of its time in depthwise convs and LayerNorms, where 
 be slower. So ``auto`` measures: a few real training steps (forward, backward, AdamW) of
 a copy of the model in each variant, interleaved to share the machine's noise, and keeps
 the fastest. fp16 is never a candidate on CPU (its matmuls are ~100x slower there).
+On a GPU nothing is timed (``gpu_speed``): bf16 autocast unless fp32 is asked for.
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ class Speed:
     channels_last: bool
     step_ms: dict[str, float] = field(default_factory=dict)
     """Median training-step time of each measured variant ('fp32', 'bf16', 'fp32+cl', 'bf16+cl')."""
+    device_type: str = "cpu"
+    """'cpu' or 'cuda': where the steps run (and so which autocast applies)."""
 
     def autocast(self) -> ContextManager:
-        return torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else nullcontext()
+        return torch.autocast(self.device_type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
 
     def layout(self, x: torch.Tensor | nn.Module):
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
@@ -45,7 +48,7 @@ class Speed:
 def choose_speed(
     model: nn.Module, x_BCHW: torch.Tensor, labels_B: torch.Tensor, precision: str, channels_last: str, steps: int = 5
 ) -> Speed:
-    """Time the allowed variants of a training step on a copy of ``model``; return the fastest."""
+    """Time the allowed variants of a training step on a copy of ``model`` (on the CPU); return the fastest."""
     dtypes = [False, True] if precision == "auto" else [precision == "bf16"]
     layouts = [False, True] if channels_last == "auto" else [channels_last == "on"]
     variants = [Speed(bf16=b, channels_last=c) for b in dtypes for c in layouts]
@@ -61,6 +64,11 @@ def choose_speed(
     step_ms = {k: round(1000 * statistics.median(ts), 2) for k, ts in times.items()}
     best = min(variants, key=lambda v: step_ms[v.name])
     return Speed(bf16=best.bf16, channels_last=best.channels_last, step_ms=step_ms)
+
+
+def gpu_speed(precision: str, channels_last: str, device_type: str = "cuda") -> Speed:
+    """The variant for a GPU: bf16 autocast (tensor cores) unless 'fp32', channels-last only when 'on'."""
+    return Speed(bf16=precision != "fp32", channels_last=channels_last == "on", device_type=device_type)
 
 
 def _fresh(model: nn.Module, v: Speed) -> tuple[nn.Module, torch.optim.Optimizer]:

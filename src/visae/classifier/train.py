@@ -5,7 +5,8 @@ random flips and shifts. After every epoch it reports train/val top-1, appends a
 ``metrics.jsonl`` and checkpoints (``checkpoint.pt``) so ``resume`` continues an
 interrupted run. The marker says ``complete: false`` until the model, processor and
 ``visae_classifier.json`` are all written; only then does it say ``complete: true`` and
-the checkpoint is removed.
+the checkpoint is removed. The checkpoint is device-neutral (loaded onto the CPU, then
+moved), so a run begun on a GPU can be resumed on a CPU and the other way round.
 """
 
 from __future__ import annotations
@@ -29,15 +30,17 @@ from visae.classifier.config import ClassifierConfig
 from visae.classifier.evaluate import accuracy_report, predict
 from visae.classifier.model import DEFAULT_SIZE, KIND, META, build_random, load_init, save_classifier
 from visae.classifier.runtime import set_threads
-from visae.classifier.speed import Speed, choose_speed
+from visae.classifier.speed import Speed, choose_speed, gpu_speed
 from visae.data.base import Dataset, Split, open_dataset
 from visae.data.transforms import Preprocess
+from visae.device import resolve_device
 from visae.errors import VisaeError
 from visae.progress import info, make_progress
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
-RUN_KEYS_IGNORED_ON_RESUME = {"force", "resume", "threads", "eval_batch_size", "precision", "channels_last"}
+RUN_KEYS_IGNORED_ON_RESUME = {"force", "resume", "threads", "eval_batch_size", "precision", "channels_last", "device"}
+"""Settings that change how fast a run goes, not what it computes: a resume may change them."""
 
 
 @dataclass
@@ -56,6 +59,7 @@ class Run:
 def train_classifier(cfg: ClassifierConfig) -> Path:
     """Train the classifier ``cfg`` describes; returns the output directory."""
     threads = set_threads(cfg.threads)
+    device = resolve_device(cfg.device)
     ds = open_dataset(cfg.data)
     if len(ds.class_names) < 2:
         raise VisaeError(f"{cfg.data} has {len(ds.class_names)} class(es)", "a classifier needs at least two")
@@ -64,6 +68,7 @@ def train_classifier(cfg: ClassifierConfig) -> Path:
     if len(train_split) == 0:
         raise VisaeError(f"split '{train_split.name}' of {cfg.data} is empty", "choose another --train-split")
     model, preprocess = _build_model(cfg, ds)  # before touching --out: a bad --init leaves nothing behind
+    model = model.to(device)
     out = _prepare(cfg)
     run = _start(cfg, model, train_split, preprocess, out)
     _fit(cfg, run, train_split, val_split, preprocess, out)
@@ -71,7 +76,7 @@ def train_classifier(cfg: ClassifierConfig) -> Path:
     _save(cfg, out, run, ds, preprocess, final, threads, (train_split.name, val_split.name))
     info(
         f"[bold green]done[/] {out}: val top-1 {final['top1']:.3f} on {final['n']} images "
-        f"after {run.epoch} epochs, {run.seconds:.0f} s of training ({run.speed.name})"
+        f"after {run.epoch} epochs, {run.seconds:.0f} s of training ({run.speed.name} on {device})"
     )
     return out
 
@@ -95,7 +100,7 @@ def _build_model(cfg: ClassifierConfig, ds: Dataset) -> tuple[nn.Module, Preproc
 
 def _start(cfg: ClassifierConfig, model: nn.Module, split: Split, pre: Preprocess, out: Path) -> Run:
     """Optimizer, schedule and speed choice; restored from the checkpoint when resuming."""
-    ckpt = torch.load(out / CHECKPOINT, weights_only=False) if (out / CHECKPOINT).is_file() else None
+    ckpt = torch.load(out / CHECKPOINT, weights_only=False, map_location="cpu") if (out / CHECKPOINT).is_file() else None
     if ckpt is not None:
         _check_same_run(cfg, ckpt["config"])
         model.load_state_dict(ckpt["model"])
@@ -103,17 +108,29 @@ def _start(cfg: ClassifierConfig, model: nn.Module, split: Split, pre: Preproces
     opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_cosine(cfg, steps_per_epoch))
     if ckpt is not None:
-        opt.load_state_dict(ckpt["optimizer"])
+        opt.load_state_dict(ckpt["optimizer"])  # moves the state onto the parameters' device
         sched.load_state_dict(ckpt["scheduler"])
         speed = Speed(**ckpt["speed"])
+        if speed.device_type != _device(model).type:  # resumed elsewhere: choose for this device
+            speed = _choose_speed(cfg, model, split, pre)
         info(f"resuming {out} after epoch {ckpt['epoch']}/{cfg.epochs}")
         return Run(model, opt, sched, speed, ckpt["epoch"], ckpt["seconds"], ckpt["rows"])
+    return Run(model, opt, sched, _choose_speed(cfg, model, split, pre), rows=[])
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _choose_speed(cfg: ClassifierConfig, model: nn.Module, split: Split, pre: Preprocess) -> Speed:
+    if _device(model).type != "cpu":
+        return gpu_speed(cfg.precision, cfg.channels_last, _device(model).type)
     x_BCHW, labels_B = _probe_batch(split, pre, cfg.batch_size)
     speed = choose_speed(model, x_BCHW, labels_B, cfg.precision, cfg.channels_last)
     if speed.step_ms:
         timings = ", ".join(f"{k} {v:.0f} ms" for k, v in speed.step_ms.items())
         info(f"training step on this machine: {timings} -> using {speed.name}")
-    return Run(model, opt, sched, speed, rows=[])
+    return speed
 
 
 def _probe_batch(split: Split, pre: Preprocess, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,14 +197,16 @@ def _train_epoch(
     """One pass over ``split``; returns (mean loss, top-1 on the augmented batches)."""
     from visae.data.loader import ImageLoader
 
-    loader = ImageLoader(split, pre, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    device = _device(run.model)
+    loader = ImageLoader(split, pre, cfg.batch_size, shuffle=True, seed=cfg.seed, pin_memory=device.type == "cuda")
     loader.epoch = run.epoch  # the loader draws this epoch's order from (seed, epoch): resumable
     gen = torch.Generator().manual_seed(cfg.seed * 100_003 + run.epoch)  # and so does the augmentation
     run.model.train()
     loss_sum, right, seen = 0.0, 0, 0
     for batch in loader:
-        x_BCHW = flip_shift(batch.pixels_BCHW, cfg.augment_shift, cfg.augment_flip, gen)
-        labels_B = torch.as_tensor(batch.labels_B, dtype=torch.long)
+        x_BCHW = batch.pixels_BCHW.to(device, non_blocking=True)
+        x_BCHW = flip_shift(x_BCHW, cfg.augment_shift, cfg.augment_flip, gen)  # on the device, CPU-drawn offsets
+        labels_B = torch.as_tensor(batch.labels_B, dtype=torch.long).to(device, non_blocking=True)
         with run.speed.autocast():
             logits_BL = run.model(pixel_values=run.speed.layout(x_BCHW)).logits
         loss = F.cross_entropy(logits_BL.float(), labels_B, label_smoothing=cfg.label_smoothing, ignore_index=-1)
@@ -211,7 +230,8 @@ def _checkpoint(cfg: ClassifierConfig, run: Run, out: Path) -> None:
         "model": run.model.state_dict(),
         "optimizer": run.opt.state_dict(),
         "scheduler": run.sched.state_dict(),
-        "speed": {"bf16": run.speed.bf16, "channels_last": run.speed.channels_last, "step_ms": run.speed.step_ms},
+        "speed": {"bf16": run.speed.bf16, "channels_last": run.speed.channels_last, "step_ms": run.speed.step_ms,
+                  "device_type": run.speed.device_type},  # fmt: skip
         "config": cfg.model_dump(mode="json"),
     }
     write_with(out / CHECKPOINT, lambda p: torch.save(state, p))
@@ -233,7 +253,8 @@ def _save(
     splits: tuple[str, str],
 ) -> None:
     """Model + processor, then visae_classifier.json, then the marker saying complete."""
-    save_classifier(out, run.model, pre)
+    device = _device(run.model)
+    save_classifier(out, run.model.to("cpu"), pre)
     meta = {
         "format_version": 1,
         "data": cfg.data,
@@ -248,7 +269,7 @@ def _save(
         "train_seconds": round(run.seconds, 2),
         "preprocess": pre.model_dump(mode="json"),
         "compute": {"dtype": "bfloat16" if run.speed.bf16 else "float32", "channels_last": run.speed.channels_last,
-                    "step_ms": run.speed.step_ms, "threads": threads},  # fmt: skip
+                    "step_ms": run.speed.step_ms, "threads": threads, "device": str(device)},  # fmt: skip
         "config": cfg.model_dump(mode="json"),
     }
     write_json(out / META, meta)

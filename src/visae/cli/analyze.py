@@ -13,7 +13,13 @@ from visae.cli.app import app
 def analyze(
     run: Path = typer.Option(..., "--run", help="SAE run directory (from `visae train`); the feature DB goes into it."),
     store: Path = typer.Option(None, "--store", help="Activation store to analyse (default: the one the run was trained on)."),
+    tokens: str = typer.Option(None, "--tokens", help="Token kinds to analyse: patch, cls, registers or all (default: the kinds the SAE trained on)."),
+    device: str = typer.Option(None, "--device", help="Where the SAEs encode: auto, cpu, cuda or cuda:N (default: auto)."),
     top: int = typer.Option(None, "--top", help="Top images kept per latent and ranking, with their activation maps (default: 32)."),
+    per_image: int = typer.Option(None, "--per-image", help="At most this many of a unit's top-16 patches from one image (default: 2)."),
+    min_images: int = typer.Option(None, "--min-images", help="Images of evidence a unit needs to count as part-pure or class-selective (default: 8)."),
+    no_random_baseline: bool = typer.Option(False, "--no-random-baseline", help="Skip the random-init SAE baseline (saves one encoding per batch)."),
+    seed: int = typer.Option(None, "--seed", help="Seed of the random-init baseline SAE (default: 0)."),
     batch_images: int = typer.Option(None, "--batch-images", help="Images encoded per batch (default: sized for ~64 MiB of codes)."),
     vocab: Path = typer.Option(None, "--vocab", help="Phrases (one a line) for CLIP text-tower labels, added to the built-in list."),
     no_text_labels: bool = typer.Option(False, "--no-text-labels", help="Skip CLIP text-tower labels; label by class and part only."),
@@ -21,20 +27,22 @@ def analyze(
 ) -> None:
     """Find what every SAE latent responds to, in one streaming pass over the store.
 
-    Writes RUN/features.sqlite: per latent its firing frequency, mean and max activation, activation histogram, class distribution, top images (by max patch, summed and CLS activation) with their activation maps, the ground-truth part its top patches fall on (where the dataset has part masks, also for the raw channels), and a label.
+    Writes RUN/features.sqlite: per latent its firing frequency, mean and max activation, activation histogram, class selectivity (class-mean activations, corrected for class frequency), top images (by max patch, summed and CLS activation) with their activation maps, the ground-truth part its top patches fall on (where the dataset has part masks), and a label. Part purity and class selectivity are reported as fractions next to the same measures for the raw channels (both signs) and a random-init SAE of the same shape (docs/metrics.md).
     """
     from visae.analysis import AnalyzeConfig, summary
     from visae.analysis import analyze as run_analyze
+    from visae.analysis.run import headlines
 
-    cfg = AnalyzeConfig.build(run=run, store=store, top=top, batch_images=batch_images, vocab=vocab,
-                              text_labels=not no_text_labels, force=force)
+    cfg = AnalyzeConfig.build(run=run, store=store, tokens=tokens, device=device, top=top, per_image=per_image,
+                              min_images=min_images, random_baseline=not no_random_baseline, seed=seed,
+                              batch_images=batch_images, vocab=vocab, text_labels=not no_text_labels, force=force)
     db = run_analyze(cfg)
     s = summary(db)
     print(f"wrote {db}: {s['n_latents']} latents over {s['n_images']} images ({s['n_tokens']} tokens); "
           f"dead {s['dead_pct']:.1f}%, dense {s['dense_pct']:.1f}%, mean L0 {s['mean_l0']:.1f}")
-    if s.get("part_pure_sae") is not None:
-        print(f"part-pure (top-16 patches >= 80% on one part): SAE {s['part_pure_sae']} of {s['n_latents']} latents "
-              f"vs raw channels {s['part_pure_raw']} of {s['n_channels']}")
+    for what, line in headlines(s).items():
+        if line is not None:
+            print(f"{what}: {line}")
     print(f"labels: {'CLIP text tower' if s['text_labels'] == 'clip' else 'class / part (' + s['text_labels'] + ')'}")
 
 

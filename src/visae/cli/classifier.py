@@ -38,6 +38,10 @@ def train(
     precision: Optional[str] = typer.Option(
         None, "--precision", help="auto (time fp32 and bf16 here, keep the faster), fp32 or bf16 (default: auto)."
     ),
+    device: Optional[str] = typer.Option(
+        None, "--device", help="auto (the GPU if there is one), cpu or cuda[:N] (default: auto). A run begun on one "
+        "device can be resumed on another."
+    ),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file with any ClassifierConfig field; flags win."),
     force: bool = typer.Option(False, "--force", help="Replace whatever is in --out."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out from its last epoch."),
@@ -49,7 +53,7 @@ def train(
     from visae.classifier import ClassifierConfig, train_classifier
 
     flags = dict(data=data, out=out, init=init, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, size=size,
-                 train_split=train_split, val_split=val_split, precision=precision, force=force or None,
+                 train_split=train_split, val_split=val_split, precision=precision, device=device, force=force or None,
                  resume=resume or None)  # fmt: skip
     cfg = ClassifierConfig.from_toml(config, **flags) if config else ClassifierConfig.build(**flags)
     path = train_classifier(cfg)

@@ -37,6 +37,10 @@ def extract(
     ),
     force: bool = typer.Option(False, "--force", help="Replace whatever OUT holds."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Image-decoding worker processes (default: 0)."),
+    device: Optional[str] = typer.Option(
+        None, "--device", help="auto (the GPU if there is one), cpu or cuda[:N] (default: auto). A store begun on one "
+        "device can be resumed on another."
+    ),
     skip_nonfinite: bool = typer.Option(
         False, "--skip-nonfinite", help="Leave out images with NaN/Inf activations (listed in the metadata) instead of stopping."
     ),
@@ -54,7 +58,7 @@ def extract(
     flags = dict(model=model, layers=layer or None, data=data, split=split, out=out, tokens=tokens, dtype=dtype,
                  batch_size=batch_size, shard_tokens=shard_tokens, max_images=max_images,
                  random_init=random_init or None, resume=resume or None, force=force or None, workers=workers,
-                 skip_nonfinite=skip_nonfinite or None)  # fmt: skip
+                 device=device, skip_nonfinite=skip_nonfinite or None)  # fmt: skip
     cfg = ExtractConfig.from_toml(config, **flags) if config else ExtractConfig.build(**flags)
     result = run(cfg)
     stores = result if isinstance(result, dict) else {cfg.layers[0]: result}

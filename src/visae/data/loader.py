@@ -50,6 +50,11 @@ class Batch:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def pin_memory(self) -> "Batch":
+        """The batch with its pixels in page-locked memory (the DataLoader's pin thread calls this)."""
+        self.pixels_BCHW = self.pixels_BCHW.pin_memory()
+        return self
+
 
 class ImageLoader:
     """Iterate a split in batches of preprocessed images; ``len()`` is the number of batches."""
@@ -66,12 +71,14 @@ class ImageLoader:
         num_workers: int = 0,
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
         drop_last: bool = False,
+        pin_memory: bool = False,
     ):
         """``indices`` restricts the loader to those positions of the split (in that order
         when not shuffled). ``num_workers`` decoding processes serve file-backed splits;
         array-backed ones are sliced in the calling process. ``augment`` maps a normalised
         (B, 3, S, S) batch to another; since it may move pixels, augmented batches carry no
-        part maps (``parts_BHW`` is None)."""
+        part maps (``parts_BHW`` is None). ``pin_memory`` puts each batch's pixels in page-locked
+        memory (for fast, non-blocking copies to a GPU; a no-op where torch sees no GPU)."""
         if batch_size < 1:
             raise VisaeError(f"batch size must be at least 1 (got {batch_size})", "pass a positive --batch-size")
         if num_workers < 0:
@@ -84,6 +91,7 @@ class ImageLoader:
         self.num_workers = num_workers
         self.augment = augment
         self.drop_last = drop_last
+        self.pin_memory = pin_memory and torch.cuda.is_available()
         self.indices = _check_indices(indices, len(split), split.name)
         self.epoch = 0
         """The next epoch to iterate; it picks the shuffle permutation. Set it to resume."""
@@ -113,6 +121,8 @@ class ImageLoader:
             if self.augment is not None:
                 batch.pixels_BCHW = self.augment(batch.pixels_BCHW)
                 batch.parts_BHW = None
+            if self.pin_memory and not batch.pixels_BCHW.is_pinned():
+                batch.pixels_BCHW = batch.pixels_BCHW.pin_memory()
             yield batch
         new = self.skipped[before:]
         if new:
@@ -137,6 +147,7 @@ class ImageLoader:
             batch_sampler=[c.tolist() for c in chunks],
             num_workers=self.num_workers,
             collate_fn=_collate,
+            pin_memory=self.pin_memory and self.augment is None,  # pinned in the DataLoader's own thread
         )
         for batch, skipped in loader:
             self.skipped.extend(skipped)

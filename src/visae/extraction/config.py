@@ -42,6 +42,10 @@ class ExtractConfig(Config):
     """Replace whatever --out holds."""
     workers: int = Field(0, ge=0)
     """Image-decoding worker processes (0: decode in the main process)."""
+    device: str = "auto"
+    """Where the backbone runs: auto (the GPU when torch sees one, else the CPU), cpu, or cuda[:N]. On a GPU the
+    forward runs under bf16 autocast (the store's dtype is --dtype either way). Not part of the resume check:
+    a store begun on one device can be finished on another."""
     skip_nonfinite: bool = False
     """Drop images whose activations are NaN/Inf (recorded in the metadata) instead of stopping."""
 

@@ -40,7 +40,11 @@ def layer_dir(layer: str) -> str:
 
 
 def fingerprint(cfg: ExtractConfig, layer: str, preprocess: dict[str, Any], shard_tokens: int) -> dict[str, Any]:
-    """The settings a resumed extraction must share with the run it continues."""
+    """The settings a resumed extraction must share with the run it continues.
+
+    What only changes where or how fast the work runs (device, workers) is left out, so a
+    store begun on a GPU can be finished on a CPU and the other way round.
+    """
     return {
         "model": cfg.model,
         "random_init": cfg.random_init,

@@ -57,13 +57,20 @@ def extract(cfg: ExtractConfig, *, backbone: Any = None) -> Store | dict[str, St
 def load_backbone(cfg: ExtractConfig) -> Any:
     from visae.backbones.base import load_backbone as load
 
-    return load(cfg.model, random_init=cfg.random_init)
+    return load(cfg.model, random_init=cfg.random_init, device=cfg.device)
+
+
+def _device_of(bb: Any) -> torch.device:
+    """Where the backbone's weights are (a stand-in without a ``device`` runs on the CPU)."""
+    return getattr(bb, "device", None) or torch.device("cpu")
 
 
 def _extract_batches(cfg: ExtractConfig, bb: Any, split: Any, todo: list[Target], start: int, planned: int) -> None:
     from visae.data.loader import ImageLoader
 
-    loader = ImageLoader(split, bb.preprocess, cfg.batch_size, indices=np.arange(start, planned), num_workers=cfg.workers)
+    on_gpu = _device_of(bb).type == "cuda"
+    loader = ImageLoader(split, bb.preprocess, cfg.batch_size, indices=np.arange(start, planned),
+                         num_workers=cfg.workers, pin_memory=on_gpu)  # fmt: skip
     next_image, n_tokens, t0 = start, 0, time.perf_counter()
     with make_progress() as progress:
         task = progress.add_task(f"extracting {len(todo)} layer(s)", total=planned, completed=start, info="")
@@ -84,15 +91,22 @@ def _extract_batches(cfg: ExtractConfig, bb: Any, split: Any, todo: list[Target]
 
 
 def _extract_batch(cfg: ExtractConfig, bb: Any, batch: Any, idx_B: np.ndarray, todo: list[Target]) -> int:
-    """Forward one batch, check it, and append every layer's tokens; returns tokens appended."""
+    """Forward one batch, check it, and append every layer's tokens; returns tokens appended.
+
+    On a GPU the pixels travel from pinned memory without blocking, the forward runs under
+    bf16 autocast, and each layer's tokens come back to the CPU already in the store's dtype.
+    """
     from visae.backbones.tokens import to_tokens
 
-    with torch.inference_mode():
-        outs = bb.capture(batch.pixels_BCHW, [t.layer for t in todo])
+    device = _device_of(bb)
+    pixels_BCHW = batch.pixels_BCHW.to(device, non_blocking=True)
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        outs = bb.capture(pixels_BCHW, [t.layer for t in todo])
     per_layer = []
     for t in todo:
         tokens_TD, index = to_tokens(outs[t.layer], t.layout, select=cfg.tokens)
-        per_layer.append((t, t.writer.storage.cast(tokens_TD), tokens_TD, np.asarray(index.image, dtype=np.int64), index))
+        acts_TD = t.writer.storage.cast(tokens_TD).cpu()  # the writer (checksums, stats) works on the CPU
+        per_layer.append((t, acts_TD, tokens_TD, np.asarray(index.image, dtype=np.int64), index))
     bad = _nonfinite_images(cfg, batch, per_layer)
     ids = {int(i): s for i, s in zip(idx_B.tolist(), batch.ids)}
     labels_B = batch.labels_B.numpy()
@@ -119,7 +133,7 @@ def _nonfinite_images(cfg: ExtractConfig, batch: Any, per_layer: list) -> dict[i
         finite_T = torch.isfinite(acts_TD).all(dim=1).cpu().numpy()
         if finite_T.all():
             continue
-        overflow = bool(torch.isfinite(raw_TD[torch.from_numpy(~finite_T)]).all())
+        overflow = bool(torch.isfinite(raw_TD[torch.from_numpy(~finite_T).to(raw_TD.device)]).all())
         why = f"{cfg.dtype} overflow at layer {t.layer}" if overflow else f"non-finite activations at layer {t.layer}"
         for b in np.unique(image_T[~finite_T]).tolist():
             bad.setdefault(int(b), why)

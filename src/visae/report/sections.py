@@ -39,6 +39,7 @@ def header(db: FeatureDB) -> str:
         "backbone": m["backbone"], "layer": m["layer"],
         "layout": f"{m['layout'].get('kind')} grid {m['grid'][0]}x{m['grid'][1]}" if m["has_grid"] else m["layout"].get("kind"),
         "dataset": f"{m['dataset']} ({m['split']})", "images / tokens": f"{s['n_images']} / {s['n_tokens']}",
+        "analysed token kinds": "+".join(k) if isinstance(k := m.get("analysed_kinds", "all"), list) else k,
         "latents": s["n_latents"], "d_in": s["d"],
         "NMSE (training run)": metrics.get("nmse", metrics.get("val_nmse", "n/a")),
         "L0 (training run)": metrics.get("l0", metrics.get("val_l0", "n/a")),
@@ -59,22 +60,38 @@ def density(db: FeatureDB) -> str:
             + png_tag(density_histogram_png(freq), "density histogram"))
 
 
+def _comparison(entry: dict[str, Any] | None, what: str) -> str:
+    """The headline of one measure: every population's fraction, side by side, and its definition."""
+    from visae.analysis.baselines import POPULATIONS
+
+    cells = []
+    for key, (name, units) in POPULATIONS.items():
+        pop = (entry or {}).get(key)
+        if pop is None:
+            continue
+        if pop.get("frac") is None:
+            cells.append(f"<td>{esc(name)}</td><td colspan=2 class='note'>n/a ({esc(pop.get('reason', ''))})</td>")
+        else:
+            cells.append(f"<td>{esc(name)}</td><td><b>{100 * pop['frac']:.1f}%</b></td>"
+                         f"<td>{pop['n']} of {pop['of']} {esc(units)}</td>")
+    rows = "".join(f"<tr>{c}</tr>" for c in cells)
+    return (f"<p>{esc(what)}: {esc((entry or {}).get('definition', ''))}.</p>"
+            f"<table class='grid'><tr><th>units</th><th>fraction</th><th>count</th></tr>{rows}</table>")
+
+
 def purity(db: FeatureDB) -> str:
-    s, m = db.meta["summary"], db.meta
-    if s.get("part_pure_sae") is None:
-        return "<h2>Part purity</h2><p class='note'>The dataset has no part masks (or the layer has no token grid).</p>"
+    s = db.meta["summary"]
+    entry = s.get("part_pure")
+    if entry is None:
+        return "<h2>Part purity</h2><p class='note'>The dataset has no part masks (or the analysed tokens have no grid).</p>"
     names = db.names("parts")
-    thr, k = m["pure_share"], m["part_top"]
-    sae = [r["part"] for r in db.query("SELECT part FROM latents WHERE part > 0 AND part_share >= ?", thr)]
-    raw = [r["part"] for r in db.query("SELECT part FROM channels WHERE part > 0 AND part_share >= ?", thr)]
-    n_raw = s.get("part_pure_raw")
-    head = (f"<p class='big'>Units whose top-{k} patches fall &ge; {thr:.0%} on one part: "
-            f"<b>SAE {s['part_pure_sae']}</b> of {s['n_latents']} latents vs "
-            f"<b>raw channels {n_raw if n_raw is not None else 'n/a'}</b> of {s['n_channels']}.</p>")
-    rows = "".join(f"<tr><td>{esc(names[p])}</td><td>{sae.count(p)}</td><td>{raw.count(p)}</td></tr>"
+    pops = [k for k in ("sae", "raw", "random") if (entry.get(k) or {}).get("by_part") is not None]
+    heads = {"sae": "SAE latents", "raw": "raw channels (signed)", "random": "random-init SAE"}
+    head = "".join(f"<th>{heads[k]}</th>" for k in pops)
+    rows = "".join(f"<tr><td>{esc(names[p])}</td>" + "".join(f"<td>{entry[k]['by_part'][p]}</td>" for k in pops) + "</tr>"
                    for p in range(1, len(names)))
-    return (f"<h2>Part purity</h2>{head}<table class='grid'><tr><th>part</th><th>SAE latents</th>"
-            f"<th>raw channels</th></tr>{rows}</table>")
+    return (f"<h2>Part purity</h2>{_comparison(entry, 'Part-pure units')}"
+            f"<p>Part-pure units by part:</p><table class='grid'><tr><th>part</th>{head}</tr>{rows}</table>")
 
 
 def card(db: FeatureDB, ov: Overlays, row: sqlite3.Row, n_images: int, class_names: Sequence[str]) -> str:
@@ -90,8 +107,9 @@ def card(db: FeatureDB, ov: Overlays, row: sqlite3.Row, n_images: int, class_nam
     top_class = class_names[row["top_class"]] if 0 <= row["top_class"] < len(class_names) else "-"
     part = db.names("parts")[row["part"]] if row["part"] > 0 else "-"
     label = f"{esc(row['label'] or '(no label)')} <span class='note'>({esc(row['label_source'] or '-')} {row['label_score']:.2f})</span>"
-    meta = (f"freq {row['freq']:.2e} · max {row['max_act']:.3g} · class {esc(top_class)} {row['class_share']:.0%}"
-            + (f" · part {esc(part)} {row['part_share']:.0%}" if row["part"] > 0 else ""))
+    meta = (f"freq {row['freq']:.2e} · max {row['max_act']:.3g} · {row['n_images']} images · class {esc(top_class)} "
+            f"(selectivity {row['class_selectivity']:.2f})"
+            + (f" · part {esc(part)} {row['part_share']:.0%} of top patches, {row['part_images']} images" if row["part"] > 0 else ""))
     return (f"<div class='card'><h4>#{lid} · {label}</h4><div class='meta'>{meta}</div>"
             f"<div class='thumbs'>{''.join(figs) or '<span class=note>never fired</span>'}</div></div>")
 
@@ -102,12 +120,16 @@ SEEN = "(SELECT COUNT(*) FROM top_examples t WHERE t.latent = latents.id AND t.r
 
 def selective(db: FeatureDB, ov: Overlays, n: int, n_images: int) -> str:
     seen = min(n_images, db.meta["top"])
-    rows = db.query(f"SELECT * FROM latents WHERE freq > 0 AND top_class >= 0 ORDER BY {SEEN} DESC, freq > ?, "
-                    "class_share DESC, max_act DESC LIMIT ?", seen, db.meta["dense_freq"], n)
+    rows = db.query(f"SELECT * FROM latents WHERE freq > 0 AND top_class >= 0 ORDER BY class_selective DESC, {SEEN} DESC, "
+                    "freq > ?, class_selectivity DESC, max_act DESC LIMIT ?", seen, db.meta["dense_freq"], n)
     classes = db.names("classes")
     cards = "".join(card(db, ov, r, n_images, classes) for r in rows)
-    return ("<h2>Most class-selective latents</h2><p>Share of each latent's activation mass on its top class; "
-            f"heatmaps of its top images (ranked by max patch activation). Latents seen on fewer images than shown here, and dense latents, come last.</p><div class='cards'>{cards}</div>")
+    return ("<h2>Class selectivity</h2>" + _comparison(db.meta["summary"].get("class_selective"), "Class-selective units")
+            + "<p>The selectivity index compares a unit's mean activation on its top class with its mean over the other "
+            "classes (per token of each class, so class frequency does not count): 0 when it fires alike on every class, "
+            "1 when only on one. Below, the most selective latents with heatmaps of their top images (ranked by max "
+            "patch activation); class-selective ones first, dense latents and latents seen on fewer images than shown "
+            f"come after.</p><div class='cards'>{cards}</div>")
 
 
 def bands(db: FeatureDB, ov: Overlays, n: int, n_images: int) -> str:
@@ -125,17 +147,18 @@ def bands(db: FeatureDB, ov: Overlays, n: int, n_images: int) -> str:
 
 def per_class(db: FeatureDB, per: int = 8) -> str:
     classes = db.names("classes")
-    rows = db.query("SELECT id, label, class_share, top_class FROM latents WHERE freq > 0 AND top_class >= 0 "
-                    "ORDER BY top_class, class_share DESC")
+    rows = db.query("SELECT id, label, class_selectivity, top_class FROM latents WHERE class_selective = 1 "
+                    "ORDER BY top_class, class_selectivity DESC")
+    counts = {r["id"]: (r["n_images"], r["n_tokens"]) for r in db.query("SELECT * FROM classes")}
     by_class: dict[int, list[sqlite3.Row]] = {}
     for r in rows:
         by_class.setdefault(r["top_class"], []).append(r)
     items = []
     for c, name in enumerate(classes):
         lat = by_class.get(c, [])
-        chips = "".join(f"<span class='chip'>#{r['id']} {esc(r['label'])} {r['class_share']:.0%}</span>" for r in lat[:per])
+        chips = "".join(f"<span class='chip'>#{r['id']} {esc(r['label'])} {r['class_selectivity']:.2f}</span>" for r in lat[:per])
         more = f" <span class='note'>+{len(lat) - per} more</span>" if len(lat) > per else ""
-        items.append(f"<tr><td>{esc(name)}</td><td>{len(lat)}</td><td>{chips or '-'}{more}</td></tr>")
-    return ("<h2>Latents per class</h2><p>Latents whose activation mass is largest on each class, most selective first.</p>"
-            f"<table class='grid'><tr><th>class</th><th>latents</th><th>most selective</th></tr>{''.join(items)}</table>")
-
+        items.append(f"<tr><td>{esc(name)}</td><td>{counts.get(c, (0, 0))[0]}</td><td>{len(lat)}</td><td>{chips or '-'}{more}</td></tr>")
+    return ("<h2>Latents per class</h2><p>The class-selective latents of each class, most selective first (selectivity "
+            "index after the latent).</p><table class='grid'><tr><th>class</th><th>images</th><th>selective latents</th>"
+            f"<th>most selective</th></tr>{''.join(items)}</table>")

@@ -7,7 +7,6 @@ the sample (Weiszfeld's algorithm), which a few outliers cannot drag away.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -31,11 +30,8 @@ def geometric_median(points_ND: Tensor, iters: int = 100, tol: float = 1e-6) -> 
 
 
 def sample_tokens(source: TokenSource, n: int, seed: int) -> Tensor:
-    """Up to ``n`` tokens drawn without replacement (seeded), sorted for fast reads."""
-    rng = np.random.default_rng(seed)
-    N = len(source)
-    idx = np.sort(rng.choice(N, size=min(n, N), replace=False))
-    return source.get(idx, torch.float32)
+    """Up to ``n`` tokens of the source drawn without replacement (seeded)."""
+    return source.sample(n, seed, torch.float32)
 
 
 @torch.no_grad()

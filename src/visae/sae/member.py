@@ -14,6 +14,7 @@ from torch import Tensor
 
 from visae.errors import VisaeError
 from visae.sae import kernels
+from visae.sae.adam import MemoryOrderAdam, make_adam  # noqa: F401 - MemoryOrderAdam re-exported
 from visae.sae.base import SAE
 from visae.sae.train_config import DEFAULT_SPARSITY, SAEHparams, TrainConfig
 
@@ -34,41 +35,13 @@ def lr_factor(step: int, total: int, warmup: float, decay: float) -> float:
     return max(f, 0.0)
 
 
-class MemoryOrderAdam(torch.optim.Adam):
-    """torch's Adam, with the fused CPU kernel fed memory-order views.
-
-    The fused kernel copies a non-contiguous tensor to a contiguous one and back; ``W_enc``
-    is column-major (see ``base.py``), so that costs ~50 ms a step at 768 x 12288. The
-    update is element-wise: on ``p.t()``, ``grad.t()``, ``exp_avg.t()``, ``exp_avg_sq.t()``
-    (contiguous views of the same memory) it is the same update, with no copies. State,
-    ``state_dict`` and results are those of ``torch.optim.Adam``.
-    """
-
-    def _init_group(self, group, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps):
-        has_complex = super()._init_group(group, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps)
-        if group["fused"] and not group["amsgrad"]:
-            lists = (params, grads, exp_avgs, exp_avg_sqs)
-            for i, p in enumerate(params):
-                same = all(t[i].stride() == p.stride() and t[i].shape == p.shape for t in lists)
-                if same and p.dim() == 2 and not p.is_contiguous() and p.t().is_contiguous():
-                    for t in lists:
-                        t[i] = t[i].t()
-        return has_complex
-
-
-def make_adam(params: list[Tensor], lr: float) -> torch.optim.Optimizer:
-    kw: dict[str, Any] = {"lr": lr, "betas": (0.9, 0.999), "eps": 6.25e-10}
-    try:
-        return MemoryOrderAdam(params, fused=True, **kw)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(params, foreach=True, **kw)
-
-
 class Member:
     """An SAE plus everything its training step needs."""
 
-    def __init__(self, hp: SAEHparams, sae: SAE, cfg: TrainConfig, total_steps: int):
+    def __init__(self, hp: SAEHparams, sae: SAE, cfg: TrainConfig, total_steps: int, dead_tokens: int):
         self.hp, self.sae, self.cfg, self.total_steps = hp, sae, cfg, total_steps
+        self.dead_tokens = dead_tokens
+        """A latent that has not fired for this many tokens is dead (AuxK trains it)."""
         self.name = hp.label()
         self.base_lr = hp.learning_rate(sae.d_sae)
         term = sae.sparsity_term
@@ -79,6 +52,9 @@ class Member:
         self.count_S = torch.zeros(sae.d_sae, dtype=torch.float64, device=dev)
         self.count_tokens = 0.0
         self.last: dict[str, float] = {}
+        """Metrics of the last measured training batch (training-time codes)."""
+        self.heldout: dict[str, float] | None = None
+        """Metrics of the last held-out evaluation (inference-time codes)."""
 
     def coeffs(self, step: int) -> dict[str, float]:
         c = {"auxk": self.hp.auxk_coeff, "prefix": 1.0}
@@ -102,7 +78,7 @@ class Member:
 
     def _update(self, x_BD: Tensor, step: int, lr: float, measure: bool) -> None:
         sae, cfg = self.sae, self.cfg
-        dead_S = self.since_fired_S >= cfg.dead_tokens
+        dead_S = self.since_fired_S >= self.dead_tokens
         with torch.autocast(x_BD.device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bf16"):
             out = sae(x_BD, dead_S=dead_S)
         loss, terms = sae.loss(x_BD, out, self.coeffs(step))

@@ -3,8 +3,10 @@
 Weights: ``W_enc`` [d_in, d_sae], ``b_enc`` [d_sae], ``W_dec`` [d_sae, d_in], ``b_dec``
 [d_in], plus ``threshold`` [d_sae] for JumpReLU-style inference (jumprelu, batchtopk,
 matryoshka). cfg.json carries SAELens's fields (``architecture``, ``d_in``, ``d_sae``,
-``dtype``, ``device``, ``apply_b_dec_to_input``, ``normalize_activations``, ``k``, ``meta``)
-and visae's own under ``"visae"`` (the exact architecture and spec, backbone, layer,
+``dtype``, ``device``, ``apply_b_dec_to_input``, ``normalize_activations``, ``k``), the
+SAELens 6 ``metadata`` block (backbone as ``model_name``, layer as ``hook_name``, dataset
+as ``dataset_path``, ...), the same names under ``meta`` as visae 0.1 wrote them, and
+visae's own metadata under ``"visae"`` (the exact architecture and spec, backbone, layer,
 token layout, store statistics). Normalisation is folded into the weights: a saved SAE
 takes raw activations (``normalize_activations: "none"``).
 """
@@ -27,6 +29,12 @@ WEIGHTS_FILE = "sae_weights.safetensors"
 
 FROM_SAELENS_ARCH = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu"}
 """SAELens inference architecture -> the visae architecture computing the same function."""
+SAELENS_TRAINING_ARCH = {"relu": "standard", "topk": "topk", "batchtopk": "batchtopk", "jumprelu": "jumprelu",
+                         "matryoshka": "matryoshka_batchtopk"}  # fmt: skip
+"""visae architecture -> SAELens's name for the same training scheme (``metadata.training_architecture``)."""
+SAELENS_FORMAT = "6.0.0"
+"""The SAELens cfg.json format the files follow, written as ``metadata.sae_lens_version``: SAELens
+reads a cfg without it as pre-6.0 and then drops the ``metadata`` block."""
 
 
 def saelens_cfg(sae: SAE) -> dict[str, Any]:
@@ -41,6 +49,7 @@ def saelens_cfg(sae: SAE) -> dict[str, Any]:
         "apply_b_dec_to_input": True,
         "normalize_activations": "none",
         "reshape_activations": "none",
+        "metadata": saelens_metadata(sae),
         "meta": {
             "model_name": meta.get("backbone"),
             "hook_name": meta.get("layer"),
@@ -51,6 +60,45 @@ def saelens_cfg(sae: SAE) -> dict[str, Any]:
         cfg["k"] = sae.spec.k
     cfg["visae"] = {"arch": sae.spec.arch, "spec": sae.spec.model_dump(), **meta}
     return cfg
+
+
+def saelens_metadata(sae: SAE) -> dict[str, Any]:
+    """SAELens 6's ``metadata``: how to use the SAE (which model, which hook), in its field names.
+
+    ``model_name`` is visae's backbone spec, ``hook_name`` the layer (a module name of that
+    backbone; also ``hf_hook_name`` for ``hf:`` backbones), ``dataset_path`` the data spec,
+    ``context_size`` the tokens the layer outputs per image. Fields for language models
+    (``prepend_bos``, ``hook_head_index``, ...) are left out.
+    """
+    meta, spec = sae.meta, sae.spec
+    details: dict[str, Any] = {"k": spec.k} if spec.k is not None else {}
+    if spec.arch == "matryoshka":
+        details["matryoshka_widths"] = list(getattr(sae, "prefixes", spec.prefixes or []))
+    md: dict[str, Any] = {
+        "sae_lens_version": SAELENS_FORMAT,
+        "sae_lens_training_version": None,  # trained by visae, not by SAELens
+        "model_name": meta.get("backbone"),
+        "hook_name": meta.get("layer"),
+        "dataset_path": meta.get("dataset"),
+        "context_size": _context_size(meta.get("layout")),
+        "training_architecture": SAELENS_TRAINING_ARCH.get(spec.arch, spec.arch),
+        "training_architecture_details": details,
+    }
+    if str(meta.get("backbone") or "").startswith("hf:"):
+        md["hf_hook_name"] = meta.get("layer")
+    return md
+
+
+def _context_size(layout: Any) -> int | None:
+    """Tokens one image yields at the layer (all kinds: CLS, registers, patches), when fixed."""
+    if not isinstance(layout, dict):
+        return None
+    grid = layout.get("grid")
+    if layout.get("kind") == "pooled":
+        return 1
+    if not grid:
+        return None
+    return int(layout.get("n_cls") or 0) + int(layout.get("n_registers") or 0) + int(grid[0]) * int(grid[1])
 
 
 def save_saelens(sae: SAE, folder: str | Path) -> Path:
@@ -112,9 +160,11 @@ def _spec_from_cfg(cfg: dict[str, Any], folder: Path) -> SAESpec:
 
 
 def _meta_from_saelens(cfg: dict[str, Any]) -> dict[str, Any]:
-    meta = cfg.get("meta") or cfg.get("metadata") or {}
+    """visae metadata of a foreign SAELens folder: 6.x ``metadata``, else pre-6 top-level fields."""
+    meta = cfg.get("metadata") or cfg.get("meta") or {}
     return {
         "backbone": meta.get("model_name") or cfg.get("model_name"),
-        "layer": meta.get("hook_name") or cfg.get("hook_name"),
+        "layer": meta.get("hook_name") or cfg.get("hook_name") or cfg.get("hook_point"),
+        "dataset": meta.get("dataset_path") or cfg.get("dataset_path"),
         "source": "saelens",
     }

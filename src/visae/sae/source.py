@@ -6,6 +6,7 @@ notebooks, activations computed elsewhere) with the same semantics.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from typing import Any, Protocol, runtime_checkable
 
@@ -39,7 +40,14 @@ class TokenSource(Protocol):
         drop_last: bool = True,
     ) -> Iterator[Tensor]: ...
 
-    def get(self, idx: np.ndarray, dtype: torch.dtype = torch.float32) -> Tensor: ...
+    def sample(self, n: int, seed: int, dtype: torch.dtype = torch.float32) -> Tensor:
+        """Up to ``n`` tokens drawn without replacement (seeded)."""
+        ...
+
+    def chunks(self, chunk_tokens: int = 65_536, dtype: torch.dtype = torch.float32,
+               max_tokens: int | None = None) -> Iterator[Tensor]:  # fmt: skip
+        """Every token in a fixed order, ``chunk_tokens`` at a time (at most ``max_tokens``)."""
+        ...
 
 
 class TensorSource:
@@ -91,3 +99,24 @@ class TensorSource:
 
     def get(self, idx: np.ndarray, dtype: torch.dtype = torch.float32) -> Tensor:
         return self.acts_ND[torch.as_tensor(np.asarray(idx), dtype=torch.long)].to(dtype)
+
+    def sample(self, n: int, seed: int, dtype: torch.dtype = torch.float32) -> Tensor:
+        rng = np.random.default_rng(seed)
+        return self.get(np.sort(rng.choice(len(self), size=min(n, len(self)), replace=False)), dtype)
+
+    def chunks(self, chunk_tokens: int = 65_536, dtype: torch.dtype = torch.float32,
+               max_tokens: int | None = None) -> Iterator[Tensor]:  # fmt: skip
+        end = len(self) if max_tokens is None else min(max_tokens, len(self))
+        for a in range(0, end, chunk_tokens):
+            yield self.acts_ND[a : min(a + chunk_tokens, end)].to(dtype)
+
+    def split(self, share: float, max_tokens: int, seed: int) -> tuple["TensorSource", "TensorSource"]:
+        """(training rows, held-out rows): a seeded random ``share`` of the rows, at most ``max_tokens``,
+        kept out (an in-memory source has no images, so rows are held out one by one)."""
+        n = len(self)
+        m = int(np.clip(min(np.ceil(share * n), max_tokens), 1, n - 1))
+        order = torch.from_numpy(np.random.default_rng([seed, 0x401D]).permutation(n))
+        held, kept = order[:m].sort().values, order[m:].sort().values
+        train = copy.copy(self)  # keeps a subclass's behaviour (tests wrap batches())
+        TensorSource.__init__(train, self.acts_ND[kept], self.meta)
+        return train, TensorSource(self.acts_ND[held], self.meta)

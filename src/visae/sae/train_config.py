@@ -7,7 +7,7 @@ the same batches from one pass over the store.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -83,8 +83,20 @@ class TrainConfig(Config):
     """Run directory to write (checkpoint, metrics.jsonl, plots, saes/NAME/)."""
     saes: list[SAEHparams] = Field(default_factory=lambda: [SAEHparams()], min_length=1)
     """The SAEs to train on the same batches."""
-    tokens: int | None = Field(default=None, gt=0)
-    """Training tokens (default: one pass over the store)."""
+    training_tokens: int | None = Field(default=None, gt=0)
+    """Training tokens (default: one pass over the training tokens of the store)."""
+    tokens: Literal["patch", "cls", "registers", "all"] | None = None
+    """Token kinds to train on, among those the store holds: patch (grid cells / patch tokens / pooled
+    vector), cls, registers or all (default: the store's own selection; a store of all kinds trains on patch)."""
+    holdout: float = Field(default=0.05, ge=0, lt=1)
+    """Share of the store's images kept out of training for held-out evaluation (0: none; ignored with
+    eval_store). At most eval_tokens worth of images are held out."""
+    eval_tokens: int = Field(default=262_144, gt=0)
+    """Held-out tokens on which the saved (inference-time) SAE is evaluated."""
+    eval_every: int | None = Field(default=None, gt=0)
+    """Training tokens between held-out evaluations (default: ten evaluations per run)."""
+    eval_store: str | None = None
+    """Evaluate on this store (another split, same backbone and layer) instead of a held-out share."""
     batch_size: int = Field(default=4096, gt=0)
     """Tokens per step."""
     seed: int = 0
@@ -105,8 +117,11 @@ class TrainConfig(Config):
     """Fraction of steps over which the sparsity coefficient ramps up from 0."""
     grad_clip: float = Field(default=1.0, gt=0)
     """Gradient norm clip."""
-    dead_tokens: int = Field(default=10_000_000, gt=0)
-    """A latent that has not fired for this many tokens is dead (AuxK trains it)."""
+    dead_tokens: int | None = Field(default=None, gt=0)
+    """A latent that has not fired for this many training tokens is dead (AuxK trains it); default:
+    dead_fraction of the run's tokens."""
+    dead_fraction: float = Field(default=0.1, gt=0, le=1)
+    """Dead-latent window as a share of the run's training tokens (when dead_tokens is not given)."""
     checkpoint_every: int = Field(default=10_000_000, gt=0)
     """Tokens between checkpoints."""
     log_every: int = Field(default=20, gt=0)
@@ -116,6 +131,15 @@ class TrainConfig(Config):
     normalize: bool = True
     """Train on (x - mean) * scale (store statistics, mean squared norm D); the scaling is
     folded into the saved weights either way."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_fields(cls, values: Any) -> Any:
+        """Configs written before 0.2 kept the training token count in ``tokens``."""
+        if isinstance(values, dict) and isinstance(values.get("tokens"), int) and "training_tokens" not in values:
+            values = {**values, "training_tokens": values["tokens"]}
+            values.pop("tokens")
+        return values
 
     @model_validator(mode="after")
     def _unique_names(self) -> "TrainConfig":
@@ -129,6 +153,6 @@ class TrainConfig(Config):
         """What must not change between a run and its --resume."""
         from pathlib import Path
 
-        values = self.model_dump(exclude={"resume", "force", "out"})
+        values = self.model_dump(exclude={"resume", "force", "out", "device"})
         values["store"] = str(Path(self.store).resolve())
         return values

@@ -21,10 +21,12 @@ from safetensors.torch import save_file
 
 from visae.artifact import prepare_out, write_marker
 from visae.atomic import write_json, write_text, write_with
+from visae.device import resolve_device
 from visae.errors import VisaeError
 from visae.progress import info, make_progress
 from visae.sae.base import SAE, create_sae
 from visae.sae.checkpoint import load_checkpoint, restore_rng, save_checkpoint
+from visae.sae.evaluate import evaluate
 from visae.sae.importers import RUN_KIND, RUN_SAES, load_sae, run_sae_dirs
 from visae.sae.init import init_b_dec, sample_tokens
 from visae.sae.member import Member
@@ -34,6 +36,7 @@ from visae.sae.train_config import TrainConfig
 
 CONFIG_FILE = "train.json"
 METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
 BULKY_STORE_FIELDS = {"shards", "skipped", "stats", "config"}
 """Store metadata left out of cfg.json (per-shard tables; the store keeps them)."""
 
@@ -61,43 +64,83 @@ def open_source(store: str) -> TokenSource:
 
 
 def train(cfg: TrainConfig, source: TokenSource | None = None) -> Run:
-    """Train the SAEs of ``cfg`` on ``source`` (default: the store at ``cfg.store``)."""
+    """Train the SAEs of ``cfg`` on ``source`` (default: the store at ``cfg.store``).
+
+    A share of the images (``cfg.holdout``) or another store (``cfg.eval_store``) is kept out
+    of training; the inference-time SAE is evaluated on it during and after training.
+    """
     source = source if source is not None else open_source(cfg.store)
-    tokens = cfg.tokens or len(source)
+    train_src, eval_src = split_source(source, cfg)
+    tokens = cfg.training_tokens or len(train_src)
     total_steps = tokens // cfg.batch_size
-    if cfg.batch_size > len(source) or total_steps == 0:
+    if cfg.batch_size > len(train_src) or total_steps == 0:
         raise VisaeError(
-            f"{tokens} training tokens and a store of {len(source)} make no full batch of {cfg.batch_size}",
-            "lower --batch-size or raise --tokens",
+            f"{tokens} training tokens and {len(train_src)} tokens to train on make no full batch of {cfg.batch_size}",
+            "lower --batch-size or raise --training-tokens",
         )
     out = prepare_out(cfg.out, RUN_KIND, force=cfg.force, resume=cfg.resume)
     state = _check_resume(out, cfg) if cfg.resume else None
-    device = _device(cfg.device)
-    mean_D, scale = _normalisation(source, cfg, device)
+    device = resolve_device(cfg.device)
+    mean_D, scale = _normalisation(train_src, cfg, device)
+    dead_tokens = dead_window(cfg, total_steps * cfg.batch_size)
     torch.manual_seed(cfg.seed)
-    members = [Member(hp, create_sae(hp.spec(source.d)).to(device), cfg, total_steps) for hp in cfg.saes]
+    members = [Member(hp, create_sae(hp.spec(source.d)).to(device), cfg, total_steps, dead_tokens) for hp in cfg.saes]
     if state is None:
         write_json(out / CONFIG_FILE, cfg.model_dump(mode="json"))
         write_marker(out, RUN_KIND, saes=[m.name for m in members], complete=False)
-        _init(members, source, cfg, mean_D, scale)
+        _init(members, train_src, cfg, mean_D, scale)
+        _truncate_metrics(out, 0)  # a --resume before the first checkpoint restarts at step 0
         start = 0
     else:
         start = _restore(members, state, source, out)
-    _loop(members, source, cfg, out, start, total_steps, mean_D, scale)
-    _finish(members, source, cfg, out, mean_D, scale, total_steps)
+    evaluator = HeldOut(eval_src, mean_D, scale, cfg, total_steps) if eval_src is not None else None
+    _loop(members, train_src, cfg, out, start, total_steps, mean_D, scale, evaluator)
+    _finish(members, source, cfg, out, mean_D, scale, total_steps, evaluator)
     return Run(out, [m.name for m in members])
 
 
-def _device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(spec)
-    except RuntimeError:
-        raise VisaeError(f"unknown device '{spec}'", "use auto, cpu or cuda[:i]") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise VisaeError("--device cuda was asked for but no GPU is available", "use --device cpu")
-    return dev
+def split_source(source: TokenSource, cfg: TrainConfig) -> tuple[TokenSource, TokenSource | None]:
+    """(training tokens, held-out tokens or None): the token kinds asked for, held-out images left out."""
+    if not hasattr(source, "images"):  # an in-memory TensorSource: hold out random rows
+        if cfg.tokens not in (None, "all", "patch"):
+            raise VisaeError(f"--tokens {cfg.tokens}: an in-memory token source has no token kinds", "drop --tokens")
+        if cfg.eval_store is not None:
+            return source, open_source(cfg.eval_store)
+        return source.split(cfg.holdout, cfg.eval_tokens, cfg.seed) if cfg.holdout > 0 else (source, None)
+    from visae.store.select import Selection, holdout_images, token_kinds
+    from visae.store.view import StoreView
+
+    selection = Selection(token_kinds(source, cfg.tokens))
+    if cfg.eval_store is not None:
+        other = open_source(cfg.eval_store)
+        check_same_layer(source, other)
+        picked = holdout_images(other, 1.0, cfg.eval_tokens, cfg.seed)
+        return StoreView(source, selection), StoreView(other, Selection(token_kinds(other, cfg.tokens)).only(picked))
+    held = holdout_images(source, cfg.holdout, cfg.eval_tokens, cfg.seed)
+    if not len(held):
+        if cfg.holdout > 0:
+            info(f"no held-out evaluation: the store has {source.n_images} image(s)")
+        return StoreView(source, selection), None
+    return StoreView(source, selection.without(held)), StoreView(source, selection.only(held))
+
+
+def check_same_layer(store: Any, other: Any) -> None:
+    """Refuse an evaluation store of another backbone, layer or width than the training store."""
+    a, b = store.meta, other.meta
+    for what, x, y in (("backbone", a.backbone, b.backbone), ("layer", a.layer, b.layer), ("d", a.d, b.d)):
+        if x != y:
+            raise VisaeError(f"--eval-store {other.path} has {what} {y!r}, the training store {x!r}",
+                             "extract the evaluation split with the same --model and --layer")  # fmt: skip
+
+
+def dead_window(cfg: TrainConfig, run_tokens: int) -> int:
+    """Tokens without firing after which a latent counts as dead (and AuxK trains it)."""
+    if cfg.dead_tokens is None:
+        return max(cfg.batch_size, int(cfg.dead_fraction * run_tokens))
+    if cfg.dead_tokens >= run_tokens:
+        info(f"warning: --dead-tokens {cfg.dead_tokens:,} is not shorter than the run ({run_tokens:,} tokens): no latent "
+             f"can be counted dead during training (AuxK never runs); the held-out pass at the end still counts them")
+    return cfg.dead_tokens
 
 
 def _normalisation(source: TokenSource, cfg: TrainConfig, device: torch.device) -> tuple[torch.Tensor, float]:
@@ -151,16 +194,17 @@ def _restore(members: list[Member], state: dict[str, Any], source: TokenSource, 
     return step
 
 
-def _loop(members, source, cfg, out, start, total_steps, mean_D, scale) -> None:
+def _loop(members, source, cfg, out, start, total_steps, mean_D, scale, evaluator) -> None:
     batches = source.batches(
-        cfg.batch_size, shuffle=True, seed=cfg.seed, dtype=torch.float32, start=start * cfg.batch_size, epochs=None
+        cfg.batch_size, shuffle=True, seed=cfg.seed, dtype=torch.float32, start=start * cfg.batch_size, epochs=None,
+        **({"pin_memory": True} if mean_D.device.type == "cuda" else {}),
     )
     ckpt_steps = max(1, cfg.checkpoint_every // cfg.batch_size)
     with make_progress() as bar:
         task = bar.add_task("train", total=total_steps, completed=start, info="")
         t0, t_tokens = time.perf_counter(), 0
         for step in range(start, total_steps):
-            x_BD = (next(batches).to(mean_D.device) - mean_D) * scale
+            x_BD = (next(batches).to(mean_D.device, non_blocking=True) - mean_D) * scale
             log = (step + 1) % cfg.log_every == 0 or step + 1 == total_steps
             for m in members:
                 m.step(x_BD, step, measure=log)
@@ -170,9 +214,47 @@ def _loop(members, source, cfg, out, start, total_steps, mean_D, scale) -> None:
                 _log(out, members, step, cfg.batch_size, rate)
                 bar.update(task, info=_bar_info(members))
                 t0, t_tokens = time.perf_counter(), 0
+            if evaluator is not None and evaluator.due(step + 1):
+                _log_heldout(out, members, step + 1, cfg.batch_size, evaluator)
             if (step + 1) % ckpt_steps == 0 and step + 1 < total_steps:
                 _checkpoint(out, members, step + 1, cfg.batch_size)
             bar.advance(task)
+
+
+class HeldOut:
+    """The held-out tokens and when to evaluate on them (every ``eval_every`` tokens; the end is separate)."""
+
+    def __init__(self, source: TokenSource, mean_D: torch.Tensor, scale: float, cfg: TrainConfig, total_steps: int):
+        self.source, self.mean_D, self.scale, self.cfg = source, mean_D, scale, cfg
+        every = cfg.eval_every or max(cfg.batch_size, total_steps * cfg.batch_size // 10)
+        self.every_steps = max(1, every // cfg.batch_size)
+        self.total_steps = total_steps
+
+    def due(self, step: int) -> bool:
+        return step % self.every_steps == 0 and step < self.total_steps
+
+    def chunks(self) -> Any:
+        return self.source.chunks(max_tokens=self.cfg.eval_tokens)
+
+    def normalised(self, sae: SAE) -> dict[str, Any]:
+        """Metrics of a training-space SAE (it takes (x - mean) * scale)."""
+        return evaluate(sae, self.chunks(), batch_size=self.cfg.batch_size,
+                        prepare=lambda x: (x - self.mean_D) * self.scale)  # fmt: skip
+
+    def raw(self, sae: SAE) -> dict[str, Any]:
+        """Metrics of a saved SAE (normalisation folded in: it takes raw activations)."""
+        return evaluate(sae, self.chunks(), batch_size=self.cfg.batch_size)
+
+
+def _log_heldout(out: Path, members: list[Member], step: int, batch_size: int, evaluator: HeldOut,
+                 final: dict[str, dict[str, Any]] | None = None) -> None:  # fmt: skip
+    lines = []
+    for m in members:
+        res = final[m.name] if final else evaluator.normalised(m.sae)
+        m.heldout = res
+        lines.append(json.dumps({"step": step, "tokens": step * batch_size, "sae": m.name, "split": "heldout", **res}))
+    with open(out / METRICS_FILE, "a") as f:
+        f.write("\n".join(lines) + "\n")
 
 
 def _bar_info(members: list[Member]) -> str:
@@ -184,21 +266,44 @@ def _bar_info(members: list[Member]) -> str:
 def _log(out: Path, members: list[Member], step: int, batch_size: int, rate: float) -> None:
     lines = []
     for m in members:
-        rec = {"step": step + 1, "tokens": (step + 1) * batch_size, "sae": m.name, **m.last, "tokens_per_s": rate}
+        rec = {"step": step + 1, "tokens": (step + 1) * batch_size, "sae": m.name, "split": "train", **m.last,
+               "tokens_per_s": rate}
         lines.append(json.dumps(rec))
     with open(out / METRICS_FILE, "a") as f:
         f.write("\n".join(lines) + "\n")
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The records of RUN/metrics.jsonl; unreadable lines (a half-written last line of a killed run) are
+    skipped and reported in one line."""
     f = Path(run_dir) / METRICS_FILE
     if not f.is_file():
         return []
-    return [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    records, bad = [], []
+    lines = f.read_text(errors="replace").splitlines()
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            rec = None
+        if isinstance(rec, dict) and isinstance(rec.get("step"), int):
+            records.append(rec)
+        else:
+            bad.append(i)
+    if bad == [len(lines)]:
+        info(f"{f}: ignored its half-written last line (the run was stopped while logging)")
+    elif bad:
+        info(f"{f}: ignored {len(bad)} unreadable line(s) (line {', '.join(map(str, bad[:5]))}{', ...' if len(bad) > 5 else ''})")
+    return records
 
 
 def _truncate_metrics(out: Path, step: int) -> None:
-    """Drop metric lines written after the checkpoint we resume from."""
+    """Keep the metric lines up to ``step`` (where training resumes), so none is written twice; drop
+    unreadable ones."""
+    if not (out / METRICS_FILE).is_file():
+        return
     kept = [json.dumps(r) for r in read_metrics(out) if r["step"] <= step]
     write_text(out / METRICS_FILE, "".join(line + "\n" for line in kept))
 
@@ -208,21 +313,56 @@ def _checkpoint(out: Path, members: list[Member], step: int, batch_size: int) ->
     save_checkpoint(out, state)
 
 
-def _finish(members, source, cfg, out, mean_D, scale, total_steps) -> None:
+def _finish(members, source, cfg, out, mean_D, scale, total_steps, evaluator) -> None:
     _checkpoint(out, members, total_steps, cfg.batch_size)
     meta = store_meta(source, cfg)
+    final: dict[str, dict[str, Any]] = {}
     for m in members:
         sae = copy.deepcopy(m.sae).cpu().eval()
         sae.fold_normalization(mean_D.cpu(), scale)
-        sae.meta = {**meta, "trained_tokens": total_steps * cfg.batch_size, "run_sae": m.name}
+        heldout = evaluator.raw(sae) if evaluator is not None else None
+        if heldout is not None:
+            final[m.name] = heldout
+        sae.meta = {**meta, "trained_tokens": total_steps * cfg.batch_size, "run_sae": m.name,
+                    "heldout_eval": _heldout_meta(heldout, cfg), "last_training_batch": m.last}  # fmt: skip
         folder = save_saelens(sae, out / RUN_SAES / m.name)
         log_density = (m.density_S().cpu() + 1e-10).log10()
         write_with(folder / "sparsity.safetensors", lambda tmp, t=log_density: save_file({"sparsity": t}, str(tmp)))
+    if evaluator is not None:
+        _log_heldout(out, members, total_steps, cfg.batch_size, evaluator, final)
+    write_json(out / SUMMARY_FILE, run_summary(members, cfg, final, total_steps))
     write_marker(out, RUN_KIND, saes=[m.name for m in members], complete=True)
     from visae.sae.plots import plot_run
 
     plot_run(out)
-    info(f"trained {', '.join(m.name for m in members)} -> {out / RUN_SAES}")
+    for m in members:
+        h = final.get(m.name)
+        said = (f"held-out NMSE {h['nmse']:.3f}, L0 {h['l0']:.1f}, dead {h['dead_pct']:.1f}% ({h['eval_tokens']:,} tokens)"
+                if h else "no held-out evaluation (training-batch figures only)")  # fmt: skip
+        info(f"trained {m.name}: {said}")
+    info(f"-> {out / RUN_SAES}")
+
+
+def _heldout_meta(res: dict[str, Any] | None, cfg: TrainConfig) -> dict[str, Any] | None:
+    if res is None:
+        return None
+    source = f"store {cfg.eval_store}" if cfg.eval_store else f"{cfg.holdout:.0%} of the store's images, kept out of training"
+    return {**res, "held_out": source}
+
+
+def run_summary(members: list[Member], cfg: TrainConfig, final: dict[str, dict[str, Any]], total_steps: int) -> dict[str, Any]:
+    """RUN/summary.json: per SAE the held-out metrics of the saved SAE, and the last training batch's, labelled."""
+    return {
+        "trained_tokens": total_steps * cfg.batch_size,
+        "tokens": cfg.tokens,
+        "held_out": (f"store {cfg.eval_store}" if cfg.eval_store else f"{cfg.holdout:.0%} of the images") if final else None,
+        "saes": {m.name: {"heldout": final.get(m.name), "last_training_batch": m.last} for m in members},
+    }
+
+
+def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
+    f = Path(run_dir) / SUMMARY_FILE
+    return json.loads(f.read_text()) if f.is_file() else None
 
 
 def store_meta(source: TokenSource, cfg: TrainConfig) -> dict[str, Any]:

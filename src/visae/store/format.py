@@ -39,6 +39,26 @@ INDEX_DTYPE = np.dtype([("image", "<i8"), ("kind", "u1"), ("y", "<i2"), ("x", "<
 
 TOKEN_KINDS = {0: "patch", 1: "cls", 2: "register", 3: "pooled"}
 
+KIND_CODES: dict[str, frozenset[int]] = {
+    "patch": frozenset({0, 3}),  # grid cells of a map, patch tokens, or the pooled vector
+    "cls": frozenset({1}),
+    "registers": frozenset({2}),
+    "all": frozenset({0, 1, 2, 3}),
+}
+"""A token selection (``--tokens``) -> the kind codes it takes."""
+
+
+def kinds_held(meta: "StoreMeta") -> frozenset[int]:
+    """Kind codes of the tokens a store holds (its extraction selection, within its layout)."""
+    layout = meta.layout if isinstance(meta.layout, dict) else {}
+    kind = layout.get("kind")
+    present = {3} if kind == "pooled" else {0}
+    if int(layout.get("n_cls", 0) or 0) > 0:
+        present.add(1)
+    if int(layout.get("n_registers", 0) or 0) > 0:
+        present.add(2)
+    return frozenset(present & KIND_CODES.get(meta.tokens, KIND_CODES["all"]))
+
 
 # ---------------------------------------------------------------- dtypes
 
@@ -182,6 +202,15 @@ class SkippedImage(BaseModel):
     reason: str
 
 
+class KindStats(BaseModel):
+    """Scalars of one token kind's statistics (vectors under ``kind<code>/`` in the stats file)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = 0
+    mean_sq_norm: float = 0.0
+
+
 class Stats(BaseModel):
     """Scalars of the normalisation statistics; the vectors live in ``file``."""
 
@@ -192,6 +221,8 @@ class Stats(BaseModel):
     n: int = 0
     mean_sq_norm: float = 0.0
     """Mean over tokens of ||x - mean_D||^2 (float64 accumulation)."""
+    by_kind: dict[str, KindStats] = Field(default_factory=dict)
+    """Token kind code -> its own statistics, for stores that hold several kinds (CLS, registers, patches)."""
 
 
 class StoreMeta(BaseModel):

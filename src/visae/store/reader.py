@@ -65,6 +65,7 @@ class Store:
         self.shard_sizes = sizes
         self.shard_starts = np.r_[0, np.cumsum(sizes)].astype(np.int64)
         self._maps: dict[int, np.ndarray] = {}
+        self._offsets: dict[int, int] = {}
 
     # ------------------------------------------------------------ basics
 
@@ -130,16 +131,30 @@ class Store:
             self._maps[k] = np.load(self.path / self.meta.shards[k].files["data"], mmap_mode="r")
         return self._maps[k]
 
-    def read_shard_into(self, k: int, out_TD: np.ndarray) -> None:
-        """Read shard ``k`` into ``out_TD`` with plain file reads (no memory map stays behind)."""
+    def read_rows_into(self, k: int, lo: int, out_TD: np.ndarray) -> None:
+        """Read rows ``lo : lo + len(out_TD)`` of shard ``k`` into ``out_TD`` (one positioned read)."""
+        offset = self._data_offset(k)
         with open(self.path / self.meta.shards[k].files["data"], "rb") as f:
-            version = np.lib.format.read_magic(f)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, _, dtype = read_header(f)
-            if shape != out_TD.shape or dtype != out_TD.dtype:
-                raise VisaeError(f"shard {k} of {self.path} holds {shape} {dtype}", "run `visae store verify` on the store")
+            f.seek(offset + lo * self.d * self.storage.itemsize)
             if f.readinto(memoryview(out_TD).cast("B")) != out_TD.nbytes:
                 raise VisaeError(f"shard {k} of {self.path} is truncated", "run `visae store verify` on the store")
+
+    def _data_offset(self, k: int) -> int:
+        """Byte offset of shard ``k``'s data after its .npy header (checked against the metadata once)."""
+        if k not in self._offsets:
+            with open(self.path / self.meta.shards[k].files["data"], "rb") as f:
+                version = np.lib.format.read_magic(f)
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, _, dtype = read_header(f)
+                want = (int(self.shard_sizes[k]), self.d)
+                if shape != want or dtype != self.storage.numpy:
+                    raise VisaeError(f"shard {k} of {self.path} holds {shape} {dtype}", "run `visae store verify` on the store")
+                self._offsets[k] = f.tell()
+        return self._offsets[k]
+
+    def index_rows(self, k: int, lo: int, hi: int) -> np.ndarray:
+        """Token index rows ``lo:hi`` of shard ``k``."""
+        return np.asarray(self._index_map(k)[lo:hi])
 
     def _index_map(self, k: int) -> np.ndarray:
         return np.load(self.path / self.meta.shards[k].files["index"], mmap_mode="r")
@@ -210,7 +225,10 @@ class Store:
         start: int = 0,
         epochs: int | None = 1,
         buffer_tokens: int | None = None,
+        block_tokens: int | None = None,
+        selection: Any = None,
         prefetch: int = 2,
+        pin_memory: bool = False,
         drop_last: bool = True,
     ) -> Iterator[torch.Tensor]:
         """Training batches ``(batch_size, D)``: see ``visae.store.stream.batches``."""
@@ -225,7 +243,10 @@ class Store:
             start=start,
             epochs=epochs,
             buffer_tokens=buffer_tokens,
+            block_tokens=block_tokens,
+            selection=selection,
             prefetch=prefetch,
+            pin_memory=pin_memory,
             drop_last=drop_last,
         )
 

@@ -55,7 +55,19 @@ class RunningStats:
         """E ||x - mean||^2 over tokens: the sum of the per-dimension variances."""
         return float(self.m2_D.sum() / max(self.n, 1))
 
-    def save(self, path: Path) -> None:
+    def merged(self, other: "RunningStats") -> "RunningStats":
+        """The statistics of both token sets together (Chan et al.'s pairwise merge)."""
+        out = RunningStats(len(self.mean_D))
+        n = self.n + other.n
+        if n == 0:
+            return out
+        delta = other.mean_D - self.mean_D
+        out.n = n
+        out.mean_D = self.mean_D + delta * (other.n / n)
+        out.m2_D = self.m2_D + other.m2_D + delta**2 * (self.n * other.n / n)
+        return out
+
+    def tensors(self, prefix: str = "") -> dict[str, np.ndarray]:
         with np.errstate(over="ignore"):  # float32 saturates to inf beyond ~3.4e38, as it should
             mean_D, var_D = self.mean_D.astype(np.float32), self.var_D.astype(np.float32)
         tensors = {
@@ -65,13 +77,30 @@ class RunningStats:
             "mean_D_f64": self.mean_D,
             "m2_D_f64": self.m2_D,
         }
+        return {prefix + k: v for k, v in tensors.items()}
+
+    def save(self, path: Path, by_kind: dict[int, "RunningStats"] | None = None) -> None:
+        """All tokens' statistics, and each token kind's under the prefix ``kind<code>/``."""
+        tensors = self.tensors()
+        for code, st in (by_kind or {}).items():
+            tensors.update(st.tensors(f"kind{code}/"))
         write_with(path, lambda tmp: save_file(tensors, str(tmp)))
 
     @classmethod
-    def load(cls, path: Path) -> "RunningStats":
-        t = load_file(str(path))
-        s = cls(len(t["mean_D_f64"]))
-        s.n = int(t["n"][0])
-        s.mean_D = t["mean_D_f64"].astype(np.float64)
-        s.m2_D = t["m2_D_f64"].astype(np.float64)
+    def from_tensors(cls, t: dict[str, np.ndarray], prefix: str = "") -> "RunningStats":
+        s = cls(len(t[prefix + "mean_D_f64"]))
+        s.n = int(t[prefix + "n"][0])
+        s.mean_D = t[prefix + "mean_D_f64"].astype(np.float64)
+        s.m2_D = t[prefix + "m2_D_f64"].astype(np.float64)
         return s
+
+    @classmethod
+    def load(cls, path: Path) -> "RunningStats":
+        return cls.from_tensors(load_file(str(path)))
+
+    @classmethod
+    def load_by_kind(cls, path: Path) -> dict[int, "RunningStats"]:
+        """Per token kind statistics saved beside the total (empty for single-kind stores)."""
+        t = load_file(str(path))
+        codes = sorted({int(k.split("/")[0][4:]) for k in t if k.startswith("kind") and "/" in k})
+        return {c: cls.from_tensors(t, f"kind{c}/") for c in codes}

@@ -1,16 +1,23 @@
-"""Deterministic shuffled training batches from a store, with a background prefetch thread.
+"""Deterministic i.i.d.-like training batches from a store, with a background prefetch thread.
 
-The stream of one epoch is defined as follows (``seed``, epoch ``e``):
+A store's token order follows its images, and a dataset's images are often sorted by class,
+so a stream that shuffled only within neighbouring shards would feed the SAE a handful of
+classes at a time. The stream of one epoch is therefore defined over small *blocks* drawn
+from the whole store (``seed``, epoch ``e``):
 
-1. shards are put in a random order, ``default_rng([seed, e]).permutation(n_shards)``;
-2. consecutive shards of that order are grouped into windows of about ``buffer_tokens``
-   tokens (at least one shard each);
-3. each window is read into memory (sequential reads) and its tokens are emitted in a
-   random order, ``default_rng([seed, e, w]).permutation(window_tokens)``.
+1. every shard is cut into blocks of ``block_tokens`` consecutive tokens (about 256 KiB of
+   data, never across a shard boundary); the blocks are put in a random order,
+   ``default_rng([seed, e]).permutation(n_blocks)``;
+2. consecutive blocks of that order are grouped into windows of at most ``buffer_tokens``
+   tokens (about 256 MiB), so a window holds about a thousand blocks from all over the store;
+3. each window is read into memory (one positioned read per block), the tokens a
+   ``Selection`` leaves out (other token kinds, held-out images) are dropped, and the rest
+   are emitted in a random order, ``default_rng([seed, e, w]).permutation(n_kept)``.
 
-Every token appears exactly once per epoch; memory holds one window plus ``prefetch``
-batches, whatever the store's size. Because the stream is a pure function of
-``(seed, e)``, resuming at ``start`` tokens skips whole windows without reading them and
+Every selected token appears exactly once per epoch; a batch mixes tokens from every block
+of its window, i.e. from about a thousand random places of the store; memory holds one window
+plus ``prefetch`` batches, whatever the store's size. The stream is a pure function of
+``(seed, e)``, so resuming at ``start`` tokens skips whole windows without reading them and
 continues the very same stream.
 """
 
@@ -25,12 +32,15 @@ import numpy as np
 import torch
 
 from visae.errors import VisaeError
+from visae.store.select import Selection
 
 if TYPE_CHECKING:
     from visae.store.reader import Store
 
 DEFAULT_BUFFER_BYTES = 256 << 20
 """Default shuffle window: about 256 MiB of stored activations."""
+DEFAULT_BLOCK_BYTES = 256 << 10
+"""Default block: about 256 KiB of stored activations (positioned reads of this size run near sequential speed)."""
 
 
 def batches(
@@ -43,95 +53,129 @@ def batches(
     start: int = 0,
     epochs: int | None = 1,
     buffer_tokens: int | None = None,
+    block_tokens: int | None = None,
+    selection: Selection | None = None,
     prefetch: int = 2,
+    pin_memory: bool = False,
     drop_last: bool = True,
 ) -> Iterator[torch.Tensor]:
     """Yield ``(batch_size, D)`` tensors of ``dtype``; ``start`` tokens of the stream are skipped.
 
     ``epochs=None`` streams forever. With ``drop_last`` the tail of each epoch that does
-    not fill a batch is dropped; batches never span two epochs.
+    not fill a batch is dropped; batches never span two epochs. ``selection`` limits the
+    stream to some token kinds and images; ``pin_memory`` pins batches for fast GPU copies.
     """
-    n = len(store)
     if batch_size < 1:
         raise VisaeError(f"batch size must be positive, got {batch_size}")
     if start < 0:
         raise VisaeError(f"start must be >= 0 tokens, got {start}")
+    row_bytes = store.d * store.storage.itemsize
+    if buffer_tokens is None:
+        buffer_tokens = max(store.meta.shard_tokens, DEFAULT_BUFFER_BYTES // row_bytes)
+    if block_tokens is None:
+        block_tokens = max(64, DEFAULT_BLOCK_BYTES // row_bytes)
+    plan = _Plan(store, selection or Selection(), shuffle, seed, max(1, buffer_tokens), max(1, block_tokens))
+    n = plan.n_selected
     per_epoch = (n // batch_size) * batch_size if drop_last else n
     if per_epoch == 0:
-        raise VisaeError(f"the store holds {n} tokens, fewer than one batch of {batch_size}", "use a smaller batch size")
-    if buffer_tokens is None:
-        buffer_tokens = max(store.meta.shard_tokens, DEFAULT_BUFFER_BYTES // (store.d * store.storage.itemsize))
-    plan = _Plan(store, batch_size, shuffle, seed, max(1, buffer_tokens), per_epoch, drop_last)
-    produce = plan.stream(start, epochs)
-    convert = (store.storage.to_torch(b, dtype) for b in produce)
+        raise VisaeError(f"the store holds {n} selected tokens, fewer than one batch of {batch_size}", "use a smaller batch size")
+    produce = plan.stream(batch_size, per_epoch, drop_last, start, epochs)
+    convert = (_to_torch(store, b, dtype, pin_memory) for b in produce)
     return _prefetched(convert, prefetch) if prefetch > 0 else convert
 
 
-class _Plan:
-    def __init__(self, store: "Store", batch_size: int, shuffle: bool, seed: int, buffer_tokens: int, per_epoch: int, drop_last: bool):
-        self.store = store
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-        self.buffer_tokens = buffer_tokens
-        self.per_epoch = per_epoch
-        self.drop_last = drop_last
+def _to_torch(store: "Store", batch: np.ndarray, dtype: torch.dtype, pin: bool) -> torch.Tensor:
+    t = store.storage.to_torch(batch, dtype)
+    return t.pin_memory() if pin else t
 
-    def stream(self, start: int, epochs: int | None) -> Iterator[np.ndarray]:
-        epoch, skip = divmod(start, self.per_epoch)
+
+class _Plan:
+    """The blocks of a store, how many selected tokens each holds, and their order per epoch."""
+
+    def __init__(self, store: "Store", selection: Selection, shuffle: bool, seed: int, buffer_tokens: int, block_tokens: int):
+        self.store, self.selection = store, selection
+        self.shuffle, self.seed = shuffle, seed
+        self.buffer_tokens = buffer_tokens
+        shard_B, lo_B, hi_B = [], [], []
+        for k, n in enumerate(store.shard_sizes.tolist()):
+            cuts = list(range(0, n, block_tokens)) + [n]
+            shard_B += [k] * (len(cuts) - 1)
+            lo_B += cuts[:-1]
+            hi_B += cuts[1:]
+        self.shard_B = np.asarray(shard_B, dtype=np.int64)
+        self.lo_B = np.asarray(lo_B, dtype=np.int64)
+        self.hi_B = np.asarray(hi_B, dtype=np.int64)
+        start_B = store.shard_starts[self.shard_B] + self.lo_B
+        self.kept_B = selection.count_blocks(store, start_B, start_B + (self.hi_B - self.lo_B), self.shard_B, self.lo_B)
+        self.n_selected = int(self.kept_B.sum())
+
+    def stream(self, batch_size: int, per_epoch: int, drop_last: bool, start: int, epochs: int | None) -> Iterator[np.ndarray]:
+        epoch, skip = divmod(start, per_epoch)
         while epochs is None or epoch < epochs:
-            yield from self.epoch(epoch, skip)
+            yield from self.epoch(epoch, skip, batch_size, per_epoch, drop_last)
             epoch, skip = epoch + 1, 0
 
-    def windows(self, epoch: int) -> list[list[int]]:
-        """Groups of shard numbers, in stream order."""
-        n_shards = len(self.store.meta.shards)
-        order = np.random.default_rng([self.seed, epoch]).permutation(n_shards) if self.shuffle else np.arange(n_shards)
-        groups: list[list[int]] = []
-        size = 0
-        for k in order.tolist():
-            if not groups or size + int(self.store.shard_sizes[k]) > self.buffer_tokens:
-                groups.append([])
-                size = 0
-            groups[-1].append(k)
-            size += int(self.store.shard_sizes[k])
+    def windows(self, epoch: int) -> list[np.ndarray]:
+        """Groups of block numbers, in stream order (blocks holding no selected token left out)."""
+        n_blocks = len(self.shard_B)
+        order = np.random.default_rng([self.seed, epoch]).permutation(n_blocks) if self.shuffle else np.arange(n_blocks)
+        order = order[self.kept_B[order] > 0]
+        sizes = (self.hi_B - self.lo_B)[order]
+        groups: list[np.ndarray] = []
+        a, size = 0, 0
+        for i, n in enumerate(sizes.tolist()):
+            if i > a and size + n > self.buffer_tokens:
+                groups.append(order[a:i])
+                a, size = i, 0
+            size += n
+        if a < len(order):
+            groups.append(order[a:])
         return groups
 
-    def epoch(self, epoch: int, skip: int) -> Iterator[np.ndarray]:
-        """Batches of one epoch, ``skip`` tokens in."""
-        remaining = self.per_epoch - skip
+    def epoch(self, epoch: int, skip: int, batch_size: int, per_epoch: int, drop_last: bool) -> Iterator[np.ndarray]:
+        """Batches of one epoch, ``skip`` selected tokens in."""
+        remaining = per_epoch - skip
         parts: list[np.ndarray] = []
         have = 0
         windows = self.windows(epoch)
-        sizes = [int(self.store.shard_sizes[g].sum()) for g in windows]
+        raw = [int((self.hi_B[g] - self.lo_B[g]).sum()) for g in windows]
         buf_TD: np.ndarray | None = None  # the in-memory shuffle buffer, reused window after window
-        for w, (group, size) in enumerate(zip(windows, sizes)):
+        for w, group in enumerate(windows):
+            size = int(self.kept_B[group].sum())
             if skip >= size:
                 skip -= size
                 continue
             if buf_TD is None:
-                buf_TD = np.empty((max(sizes), self.store.d), self.store.storage.numpy)
-            data_TD = self._load(group, buf_TD)
-            perm = np.random.default_rng([self.seed, epoch, w]).permutation(size) if self.shuffle else None
+                buf_TD = np.empty((max(raw), self.store.d), self.store.storage.numpy)
+            data_TD, rows_T = self._load(group, buf_TD)
+            perm = np.random.default_rng([self.seed, epoch, w]).permutation(size) if self.shuffle else np.arange(size)
+            take_T = rows_T[perm] if rows_T is not None else perm
             pos, skip = skip, 0
             while pos < size and remaining > 0:
-                need = min(self.batch_size - have, size - pos, remaining)
-                parts.append(data_TD[perm[pos : pos + need]] if perm is not None else data_TD[pos : pos + need])
+                need = min(batch_size - have, size - pos, remaining)
+                sel = take_T[pos : pos + need]
+                contiguous = not self.shuffle and rows_T is None
+                parts.append(data_TD[sel[0] : sel[0] + need] if contiguous else data_TD[sel])
                 have, pos, remaining = have + need, pos + need, remaining - need
-                if have == self.batch_size or (remaining == 0 and not self.drop_last):
+                if have == batch_size or (remaining == 0 and not drop_last):
                     yield np.concatenate(parts) if len(parts) > 1 else np.ascontiguousarray(parts[0])
                     parts, have = [], 0
             if remaining == 0:
                 return
 
-
-    def _load(self, group: list[int], buf_TD: np.ndarray) -> np.ndarray:
+    def _load(self, group: np.ndarray, buf_TD: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Read the window's blocks into ``buf_TD``; returns the data and the kept rows (None: all)."""
         a = 0
-        for k in group:
-            n = int(self.store.shard_sizes[k])
-            self.store.read_shard_into(k, buf_TD[a : a + n])
-            a += n
-        return buf_TD[:a]
+        masks: list[np.ndarray] = []
+        for b in group.tolist():
+            k, lo, hi = int(self.shard_B[b]), int(self.lo_B[b]), int(self.hi_B[b])
+            self.store.read_rows_into(k, lo, buf_TD[a : a + hi - lo])
+            if not self.selection.everything:
+                g0 = int(self.store.shard_starts[k]) + lo
+                masks.append(self.selection.mask(self.store, g0, g0 + hi - lo, k, lo))
+            a += hi - lo
+        rows = np.flatnonzero(np.concatenate(masks)) if masks else None
+        return buf_TD[:a], rows
 
 
 _END = object()

@@ -27,9 +27,11 @@ from visae.store.format import (
     HashingWriter,
     ShardInfo,
     SkippedImage,
+    KindStats,
     Stats,
     StoreMeta,
     empty_image_table,
+    kinds_held,
     load_meta,
     read_image_table,
     shard_name,
@@ -43,11 +45,15 @@ _STATS_FILE = re.compile(r"^stats_\d{6}\.safetensors$")
 class StoreWriter:
     """Writes one store directory; create with ``create`` or continue with ``reopen``."""
 
-    def __init__(self, path: Path, meta: StoreMeta, stats: RunningStats, last_image: int):
+    def __init__(self, path: Path, meta: StoreMeta, stats: RunningStats, last_image: int,
+                 by_kind: dict[int, RunningStats] | None = None):
         self.path = path
         self.meta = meta
         self.storage = meta.storage
         self.stats = stats
+        self.by_kind = by_kind if by_kind is not None else ({c: RunningStats(meta.d) for c in kinds_held(meta)}
+                                                             if len(kinds_held(meta)) > 1 else {})
+        """Statistics of each token kind, kept when the store holds several (CLS, registers, patches)."""
         self._last_image = last_image
         """Largest split index whose first token has been accepted (listed or pending)."""
         self._skip = 0
@@ -74,9 +80,10 @@ class StoreWriter:
         meta = load_meta(path)
         _remove_uncommitted(path, meta)
         stats = RunningStats.load(path / meta.stats.file) if meta.stats.file else RunningStats(meta.d)
+        by_kind = RunningStats.load_by_kind(path / meta.stats.file) if meta.stats.file and meta.stats.by_kind else None
         table = read_image_table(path, meta.shards)
         last = int(table["image"][-1]) if len(table["image"]) else -1
-        return cls(path, meta, stats, last_image=last)
+        return cls(path, meta, stats, last_image=last, by_kind=by_kind)
 
     def resume_point(self) -> int:
         """Split index of the first image not entirely inside committed shards."""
@@ -161,12 +168,13 @@ class StoreWriter:
         info.checksums[files["images"]] = self._save_images(files["images"], images)
         self._update_stats(n)
         stats_file = f"stats_{k + 1:06d}.safetensors"
-        self.stats.save(self.path / stats_file)
+        self.stats.save(self.path / stats_file, self.by_kind)
         old_stats = self.meta.stats.file
         self.meta.shards.append(info)
         self.meta.n_tokens = end
         self.meta.n_images += len(images)
-        self.meta.stats = Stats(file=stats_file, n=self.stats.n, mean_sq_norm=self.stats.mean_sq_norm)
+        self.meta.stats = Stats(file=stats_file, n=self.stats.n, mean_sq_norm=self.stats.mean_sq_norm,
+                                by_kind={str(c): KindStats(n=st.n, mean_sq_norm=st.mean_sq_norm) for c, st in self.by_kind.items()})
         write_json(self.path / "metadata.json", self.meta.model_dump(mode="json"))  # the commit point
         if old_stats and old_stats != stats_file:
             (self.path / old_stats).unlink(missing_ok=True)
@@ -174,7 +182,14 @@ class StoreWriter:
 
     def _update_stats(self, n: int, chunk: int = 8192) -> None:
         for a in range(0, n, chunk):
-            self.stats.update(self.storage.to_torch(self._buf_TD[a : min(a + chunk, n)]))
+            b = min(a + chunk, n)
+            x_TD = self.storage.to_torch(self._buf_TD[a:b])
+            self.stats.update(x_TD)
+            kind_T = self._rows_T["kind"][a:b]
+            for code, st in self.by_kind.items():
+                sel_T = kind_T == code
+                if sel_T.any():
+                    st.update(x_TD[torch.from_numpy(sel_T)])
 
     def _save_npy(self, name: str, arr: np.ndarray) -> str:
         """Write a .npy file (the same bytes as np.save) and return its checksum."""

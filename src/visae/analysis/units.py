@@ -1,0 +1,87 @@
+"""What class selectivity and part purity need, for one population of C units, streamed.
+
+The same accumulator serves the SAE's latents and both baselines (the raw channels of the
+store, each sign a unit of its own, and a random-init SAE), so every population is scored by
+the same code path. Per batch of whole images it folds in:
+
+- ``class_mass_LC``: summed activation per class of the image (every analysed token counts);
+- ``n_images_C``: images on which the unit is > 0 somewhere;
+- ``patches``: the unit's top patches over the grid, at most ``per_image`` from any one image,
+  so one image (say, adjacent cells of one aircraft) cannot fill a unit's list on its own.
+
+Each image's tokens arrive in one batch, so keeping only an image's best ``per_image`` patches
+before offering them to the running top-k enforces the cap across the whole pass, and memory
+stays O(C * K) whatever the store's size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from visae.analysis.topk import TopK
+
+PART_TOP = 16
+"""Top patches per unit used for part purity."""
+PER_IMAGE = 2
+"""At most this many of a unit's top patches come from one image."""
+
+
+@dataclass
+class Patches:
+    """Each unit's top patches, best first: score, image (split index) and grid cell."""
+
+    score_CK: np.ndarray
+    image_CK: np.ndarray
+    cell_CK: np.ndarray
+
+
+@dataclass
+class UnitResult:
+    """The finished class statistics and top patches of C units."""
+
+    class_mass_CL: np.ndarray
+    n_images_C: np.ndarray
+    patches: Patches | None
+
+
+class Units:
+    """Running class mass, fired-image counts and capped top patches of C units."""
+
+    def __init__(self, C: int, n_classes: int, grid: bool, top: int = PART_TOP, per_image: int = PER_IMAGE):
+        self.C, self.L, self.per_image = C, n_classes, per_image
+        self.class_mass_LC = torch.zeros(max(n_classes, 1), C, dtype=torch.float64)
+        self.n_images_C = torch.zeros(C, dtype=torch.int64)
+        payload = {"image": ((), torch.int64), "cell": ((), torch.int64)}
+        self.patches = TopK(C, top, payload) if grid else None
+
+    def add(self, image_sum_BC: torch.Tensor, label_B: torch.Tensor, images_B: torch.Tensor,
+            maps_BGC: torch.Tensor | None) -> None:
+        """One batch of B whole images: each image's summed activation (B, C) and label, and,
+        with a grid, each image's activation map over its G cells (B, G, C)."""
+        known = label_B >= 0
+        if self.L and bool(known.any()):
+            self.class_mass_LC.index_add_(0, label_B[known], image_sum_BC[known].double())
+        self.n_images_C += (image_sum_BC > 0).sum(0)
+        if self.patches is not None and maps_BGC is not None:
+            offer_patches(self.patches, maps_BGC, images_B, self.per_image)
+
+    def finish(self) -> UnitResult:
+        patches = None
+        if self.patches is not None:
+            score, data = self.patches.sorted()
+            patches = Patches(score.numpy(), data["image"].numpy(), data["cell"].numpy())
+        return UnitResult(self.class_mass_LC.T[:, : self.L].numpy(), self.n_images_C.numpy(), patches)
+
+
+def offer_patches(top: TopK, maps_BGC: torch.Tensor, images_B: torch.Tensor, per_image: int) -> None:
+    """Offer every image's ``per_image`` best cells of each unit to the running top patches."""
+    B, G, C = maps_BGC.shape
+    if B == 0:
+        return
+    k = min(per_image, G)
+    best_BkC, cell_BkC = maps_BGC.topk(k, dim=1)
+    score_XC, cell_XC = best_BkC.reshape(B * k, C), cell_BkC.reshape(B * k, C)
+    top.update(score_XC, lambda x, c: {"image": images_B[x // k], "cell": cell_XC[x, c]})
