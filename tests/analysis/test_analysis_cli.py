@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 
 from analysis_fixtures import make_dataset, make_store
@@ -22,7 +23,11 @@ def test_analyze_and_report_commands(planted, tmp_path, capsys):
     run, store, _ = planted
     assert cli("analyze", "--run", str(run), "--top", "4", "--batch-images", "3") == 0
     out = capsys.readouterr().out
-    assert "6 latents over 12 images" in out and "part-pure" in out and "raw channels" in out
+    assert "6 latents over 12 images" in out
+    for measure in ("part-pure units", "class-selective units"):  # each a fraction next to both baselines
+        line = next(line for line in out.splitlines() if line.startswith(measure))
+        assert re.search(r"SAE \d+\.\d% \(\d/6 latents\) vs raw channels \d+\.\d% \(\d+/12 signed channels\) "
+                         r"vs random-init SAE \d+\.\d% \(\d/6 latents\)$", line), line
     assert (run / "features.sqlite").is_file()
     assert cli("analyze", "--run", str(run)) == 2
     err = capsys.readouterr().err.strip()

@@ -101,6 +101,7 @@ def test_fractions_and_baselines_in_summary_and_report(skewed, tmp_path):
     assert pure["raw"]["of"] == 2 * D and pure["raw"]["n"] >= 3 and pure["raw"]["what"] == "signed channels"
     assert pure["random"]["of"] == 6 and 0 <= pure["random"]["frac"] <= 1
     assert sel["sae"]["of"] == 6 and sel["raw"]["of"] == 2 * D and sel["random"]["of"] == 6
+    assert sel["sae"]["n"] == 1 and 0 <= sel["sae"]["median_index"] < 0.8  # the prop-tail latent only
     line = headline(pure)
     assert line.startswith("SAE 33.3% (2/6 latents) vs raw channels ") and "signed channels) vs random-init SAE " in line
     html = report(ReportConfig(run=skewed, out=tmp_path / "r.html", images=2, thumb=32)).read_text()

@@ -104,3 +104,21 @@ def test_package_is_callable_with_keywords(folder, tmp_path):
     store = visae.extract(model="fake:tiny", layers=["conv2"], data=f"folder:{folder}", out=tmp_path / "s",
                           max_images=4, backbone=FakeBackbone())  # fmt: skip
     assert len(store) == 4 * 16 and isinstance(store, visae.Store)
+
+
+def test_max_images_takes_a_seeded_random_subset_of_a_class_sorted_folder(tmp_path):
+    data = make_folder(tmp_path / "imgs", n_per_class=12, classes=("a", "b", "c", "d"))  # 48 images, class after class
+    store = extract(cfg(data, tmp_path / "s", max_images=12, shard_tokens=40), backbone=FakeBackbone())
+    images = store.images["image"]
+    assert len(images) == 12 and list(images) == sorted(images) and images[-1] > 12, "not the first 12"
+    assert len(set(store.images["label"].tolist())) >= 3, "classes from across the folder"
+    again = extract(cfg(data, tmp_path / "t", max_images=12, shard_tokens=40), backbone=FakeBackbone())
+    assert np.array_equal(again.images["image"], images), "seeded"
+    other = extract(cfg(data, tmp_path / "u", max_images=12, seed=1, shard_tokens=40), backbone=FakeBackbone())
+    assert not np.array_equal(other.images["image"], images)
+    # a kill part way (third forward pass) and a resume give the same store as one run
+    with pytest.raises(RuntimeError, match="injected"):
+        extract(cfg(data, tmp_path / "k", max_images=12, shard_tokens=40), backbone=FakeBackbone(fail_after=2))
+    resumed = extract(cfg(data, tmp_path / "k", max_images=12, shard_tokens=40), backbone=FakeBackbone())
+    assert np.array_equal(resumed.images["image"], images)
+    assert torch.equal(resumed.get(slice(None)), store.get(slice(None)))

@@ -24,13 +24,14 @@ def test_cli_extract_from_a_local_hf_convnext(folder, tmp_path):
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     store = Store(out)
-    assert store.meta.layout["grid"] == [4, 4] and store.d == 16 and len(store) == 12 * 16
+    n = len(store.images["image"])  # a random 12 of the 20 images; the broken one may be among them
+    assert store.meta.layout["grid"] == [4, 4] and store.d == 16 and len(store) == n * 16 and n >= 11
 
     bb = load_backbone(f"hf:{model_dir}")
     from visae.data.base import open_dataset
 
     split = open_dataset(f"folder:{folder}").split("all")
-    pixels = torch.stack([bb.preprocess(split[i].image_HWC) for i in range(3)])
+    pixels = torch.stack([bb.preprocess(split[int(i)].image_HWC) for i in store.images["image"][:3]])
     fmap_BCHW = bb.capture(pixels, ["encoder.stages.1"])["encoder.stages.1"]
     want_TD = fmap_BCHW.permute(0, 2, 3, 1).reshape(-1, 16)
     assert torch.allclose(store.get(np.arange(48)), want_TD, atol=1e-5)

@@ -18,7 +18,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 @pytest.fixture
 def html_report(planted, tmp_path):
     run, _, _ = planted
-    analyze(AnalyzeConfig(run=run, top=6))
+    analyze(AnalyzeConfig(run=run, top=6, per_image=4, min_images=4))  # 12 images: a looser evidence bar
     return report(ReportConfig(run=run, out=tmp_path / "r.html", images=3, thumb=64))
 
 
@@ -27,9 +27,12 @@ def test_report_is_self_contained_and_complete(html_report, planted):
     assert re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", html) is None  # nothing fetched from the network
     imgs = re.findall(r'<img [^>]*src="data:image/png;base64,', html)
     assert len(imgs) >= 1 + 3  # the density histogram and at least one latent's heatmaps
-    assert "SAE 2</b> of 6 latents" in html or re.search(r"SAE [2-6]</b> of 6 latents", html)
-    assert "raw channels" in html and "hf:test/tiny" in html and "blocks.3" in html
-    for section in ("Run summary", "Latent density", "Part purity", "Most class-selective", "frequency band", "per class"):
+    # every measure as a fraction, next to the raw channels (both signs) and a random-init SAE
+    assert re.search(r"<td>SAE</td><td><b>\d+\.\d%</b></td><td>[2-6] of 6 latents</td>", html)
+    assert re.search(r"<td>raw channels</td><td><b>\d+\.\d%</b></td><td>\d+ of 12 signed channels</td>", html)
+    assert html.count("<td>random-init SAE</td><td><b>") == 2  # part purity and class selectivity
+    assert "hf:test/tiny" in html and "blocks.3" in html
+    for section in ("Run summary", "Latent density", "Part purity", "Class selectivity", "frequency band", "per class"):
         assert section.lower() in html.lower()
     assert "#0 · wing" in html  # latent 0 is labelled by the part it fires on
     assert (planted[0] / "heatmaps").is_dir()

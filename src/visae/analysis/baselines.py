@@ -17,8 +17,6 @@ from typing import Any
 
 import torch
 
-from visae.analysis.inputs import Layout
-
 POPULATIONS = {"sae": ("SAE", "latents"), "raw": ("raw channels", "signed channels"),
                "random": ("random-init SAE", "latents")}  # fmt: skip
 """Population key -> (name in the headline, what its units are)."""
@@ -38,7 +36,8 @@ def random_sae(sae: torch.nn.Module, mean_D: torch.Tensor, scale: float, seed: i
     return rand.eval()
 
 
-def run_normalisation(normalization: dict[str, Any] | None, mean_D: torch.Tensor, default_scale: float) -> tuple[torch.Tensor, float]:
+def run_normalisation(normalization: dict[str, Any] | None, mean_D: torch.Tensor,
+                      default_scale: float) -> tuple[torch.Tensor, float]:  # fmt: skip
     """(mean, scale) the run trained on: its recorded scale (cfg.json) and the training kinds' mean;
     an SAE that recorded none is taken to use the trainer's default (the store's statistics)."""
     if normalization is None:
@@ -76,8 +75,3 @@ def headline(entry: dict[str, Any] | None) -> str | None:
         else:
             parts.append(f"{name} {100 * pop['frac']:.1f}% ({pop['n']}/{pop['of']} {pop['what']})")
     return " vs ".join(parts)
-
-
-def raw_units(layout: Layout) -> int:
-    """Signed raw-channel units of a layout."""
-    return 2 * layout.dim

@@ -48,6 +48,11 @@ class Layout:
     def G(self) -> int:
         return self.grid_H * self.grid_W if self.has_grid else 1
 
+    @property
+    def map_grid(self) -> tuple[int, int]:
+        """(H, W) of an activation map: the token grid, or 1 x 1 without one."""
+        return (self.grid_H, self.grid_W) if self.has_grid else (1, 1)
+
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> "Layout":
         grid = obj.get("grid") or [1, 1]

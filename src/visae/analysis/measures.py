@@ -70,9 +70,13 @@ def score_scan(res: ScanResult, images: Images, layout: Layout, min_images: int)
     return {k: score_units(u, res.class_tokens_L, min_images, cells) for k, u in res.units.items()}
 
 
-def summarise(scores: dict[str, UnitScores], n_parts: int, why_not: dict[str, str]) -> dict[str, Any]:
-    """Summary entries 'class_selective' and 'part_pure': the fraction of every population."""
+def summarise(scores: dict[str, UnitScores], n_parts: int, min_images: int, why_not: dict[str, str]) -> dict[str, Any]:
+    """Summary entries 'class_selective' and 'part_pure': the fraction of every population (and,
+    for class selectivity, the median index of the units seen on at least ``min_images`` images)."""
     sel = measure({k: s.selective_C for k, s in scores.items()}, why_not)
+    for k, s in scores.items():  # a threshold-free companion: the typical unit's index
+        seen = s.sel.index_C[s.n_images_C >= min_images]
+        sel[k]["median_index"] = float(np.median(seen)) if len(seen) else None
     if any(s.pure_C is None for s in scores.values()):
         return {"class_selective": sel, "part_pure": None}
     pure = measure({k: s.pure_C for k, s in scores.items()}, why_not)

@@ -106,15 +106,15 @@ def analyze(cfg: AnalyzeConfig) -> Path:
         labels = Labels(list(clip[0]), clip[1].astype(float), ["clip"] * S)
     writer = DBWriter()
     n_parts = len(images.part_names or [])
-    measures = summarise(scores, n_parts, why_not)
+    measures = summarise(scores, n_parts, cfg.min_images, why_not)
     for key, text in definitions(cfg).items():
         if measures[key] is not None:
             measures[key]["definition"] = text
     writer.meta |= _meta(run, store, layout, res, cfg, class_names, kinds, clip) | {
         "summary": _summary(store, res, clip) | measures}
-    fill(writer, res, scores, grid=(layout.grid_H, layout.grid_W), ids=table.ids_by_image(),
-         labels_by_image=labels_by_image, latent_rows_=latent_rows(res, scores["sae"], labels, clip if isinstance(clip, tuple) else None),
-         class_names=class_names, part_names=images.part_names)  # fmt: skip
+    rows = latent_rows(res, scores["sae"], labels, clip if isinstance(clip, tuple) else None)
+    fill(writer, res, scores, grid=layout.map_grid, ids=table.ids_by_image(), labels_by_image=labels_by_image,
+         latent_rows_=rows, class_names=class_names, part_names=images.part_names)  # fmt: skip
     writer.write(db_path)
     shutil.rmtree(run.path / HEATMAP_DIR, ignore_errors=True)
     info(f"feature DB: {db_path}")
@@ -196,7 +196,7 @@ def _meta(run: RunInfo, store: Any, layout: Layout, res: ScanResult, cfg: Analyz
         "backbone": str(store.meta.backbone), "layer": str(store.meta.layer),
         "layout": dict(store.meta.layout), "tokens": str(getattr(store.meta, "tokens", "")),
         "analysed_kinds": sorted(TOKEN_KINDS[k] for k in kinds) if kinds is not None else "all",
-        "grid": [layout.grid_H, layout.grid_W], "has_grid": layout.has_grid,
+        "grid": list(layout.map_grid), "has_grid": layout.has_grid,
         "dataset": str(store.meta.dataset), "split": str(store.meta.split), "preprocess": dict(store.meta.preprocess),
         "sae": run.cfg, "metrics": run.metrics,
         "n_latents": int(len(res.stats.freq_S)), "top": cfg.top, "rankings": list(res.rankings),

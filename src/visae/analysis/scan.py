@@ -140,7 +140,8 @@ class Scan:
 
         for name, top in self.tops.items():
             top.update(scores[name], fetch)
-        self.units["sae"].add(image_sum_BS, ctx.label_B, ctx.images_B, maps_BGS if self.layout.has_grid else None)
+        grid = self.layout.has_grid
+        self.units["sae"].add(image_sum_BS, ctx.label_B, ctx.images_B, maps_BGS if grid else None, scores["max"])
 
     def _fold_units(self, name: str, batch: Batch, ctx: "_Ctx", values_TC: torch.Tensor) -> None:
         maps_BGC = self._maps(values_TC, batch, ctx) if self.layout.has_grid else None

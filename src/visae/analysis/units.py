@@ -58,15 +58,16 @@ class Units:
         self.patches = TopK(C, top, payload) if grid else None
 
     def add(self, image_sum_BC: torch.Tensor, label_B: torch.Tensor, images_B: torch.Tensor,
-            maps_BGC: torch.Tensor | None) -> None:
+            maps_BGC: torch.Tensor | None, max_BC: torch.Tensor | None = None) -> None:
         """One batch of B whole images: each image's summed activation (B, C) and label, and,
-        with a grid, each image's activation map over its G cells (B, G, C)."""
+        with a grid, each image's activation map over its G cells (B, G, C) (``max_BC``: its
+        max over the cells, when the caller has it)."""
         known = label_B >= 0
         if self.L and bool(known.any()):
             self.class_mass_LC.index_add_(0, label_B[known], image_sum_BC[known].double())
         self.n_images_C += (image_sum_BC > 0).sum(0)
         if self.patches is not None and maps_BGC is not None:
-            offer_patches(self.patches, maps_BGC, images_B, self.per_image)
+            offer_patches(self.patches, maps_BGC, images_B, self.per_image, max_BC)
 
     def finish(self) -> UnitResult:
         patches = None
@@ -76,12 +77,24 @@ class Units:
         return UnitResult(self.class_mass_LC.T[:, : self.L].numpy(), self.n_images_C.numpy(), patches)
 
 
-def offer_patches(top: TopK, maps_BGC: torch.Tensor, images_B: torch.Tensor, per_image: int) -> None:
-    """Offer every image's ``per_image`` best cells of each unit to the running top patches."""
+def offer_patches(top: TopK, maps_BGC: torch.Tensor, images_B: torch.Tensor, per_image: int,
+                  max_BC: torch.Tensor | None = None) -> None:  # fmt: skip
+    """Offer every image's ``per_image`` best cells of each unit to the running top patches.
+
+    An image whose best cell does not beat a unit's current worst top patch cannot enter it,
+    so only the (image, unit) pairs that can are searched (``max_BC``: each image's best cell).
+    """
     B, G, C = maps_BGC.shape
     if B == 0:
         return
     k = min(per_image, G)
-    best_BkC, cell_BkC = maps_BGC.topk(k, dim=1)
-    score_XC, cell_XC = best_BkC.reshape(B * k, C), cell_BkC.reshape(B * k, C)
-    top.update(score_XC, lambda x, c: {"image": images_B[x // k], "cell": cell_XC[x, c]})
+    max_BC = maps_BGC.amax(1) if max_BC is None else max_BC
+    b_P, c_P = (max_BC > top.score_SK.min(dim=1).values).nonzero(as_tuple=True)
+    if len(b_P) == 0:
+        return
+    best_Pk, cell_Pk = maps_BGC[b_P, :, c_P].topk(k, dim=1)  # (P, G): the candidate pairs' maps
+    score_BkC = torch.full((B, k, C), float("-inf"))
+    cell_BkC = torch.zeros((B, k, C), dtype=torch.int64)
+    score_BkC[b_P, :, c_P], cell_BkC[b_P, :, c_P] = best_Pk, cell_Pk
+    cell_XC = cell_BkC.view(B * k, C)
+    top.update(score_BkC.view(B * k, C), lambda x, c: {"image": images_B[x // k], "cell": cell_XC[x, c]})

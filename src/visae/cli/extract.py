@@ -30,7 +30,11 @@ def extract(
     shard_tokens: Optional[int] = typer.Option(
         None, "--shard-tokens", help="Tokens per shard file (default: a power of two near 128 MiB per shard)."
     ),
-    max_images: Optional[int] = typer.Option(None, "--max-images", help="Extract only the first N images of the split."),
+    max_images: Optional[int] = typer.Option(
+        None, "--max-images", help="Extract a random subset of N images of the split (seeded by --seed; not the first N, "
+        "which a class-sorted folder would fill with its first classes)."
+    ),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the --max-images subset (default: 0)."),
     random_init: bool = typer.Option(False, "--random-init", help="Random weights from the model's config (no weights needed)."),
     resume: bool = typer.Option(
         False, "--resume", help="Continue an interrupted extraction (also automatic when OUT holds the same settings)."
@@ -56,7 +60,7 @@ def extract(
     from visae.extraction.run import extract as run
 
     flags = dict(model=model, layers=layer or None, data=data, split=split, out=out, tokens=tokens, dtype=dtype,
-                 batch_size=batch_size, shard_tokens=shard_tokens, max_images=max_images,
+                 batch_size=batch_size, shard_tokens=shard_tokens, max_images=max_images, seed=seed,
                  random_init=random_init or None, resume=resume or None, force=force or None, workers=workers,
                  device=device, skip_nonfinite=skip_nonfinite or None)  # fmt: skip
     cfg = ExtractConfig.from_toml(config, **flags) if config else ExtractConfig.build(**flags)

@@ -33,7 +33,9 @@ class ExtractConfig(Config):
     shard_tokens: int | None = Field(None, ge=1)
     """Tokens per shard file (default: a power of two near 128 MiB per shard)."""
     max_images: int | None = Field(None, ge=1)
-    """Extract only the first N images of the split."""
+    """Extract a seeded random subset of N images of the split (kept in split order)."""
+    seed: int = 0
+    """Seed of the --max-images subset."""
     random_init: bool = False
     """Build the backbone with random weights (architecture from its config) instead of loading weights."""
     resume: bool = False

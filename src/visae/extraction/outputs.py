@@ -56,6 +56,7 @@ def fingerprint(cfg: ExtractConfig, layer: str, preprocess: dict[str, Any], shar
         "batch_size": cfg.batch_size,
         "shard_tokens": shard_tokens,
         "max_images": cfg.max_images,
+        "subset_seed": cfg.seed if cfg.max_images is not None else None,
         "preprocess": preprocess,
     }
 

@@ -36,7 +36,8 @@ def extract(cfg: ExtractConfig, *, backbone: Any = None) -> Store | dict[str, St
         raise VisaeError(f"--layer names the same layer twice ({', '.join(cfg.layers)})", "name each layer once")
     ds = open_dataset(cfg.data)
     split = ds.split(cfg.split or ds.default_split("train"))
-    planned = min(len(split), cfg.max_images or len(split))
+    order = image_order(cfg, len(split))
+    planned = len(order)
     if planned == 0:
         raise VisaeError(f"split '{split.name}' of {cfg.data} has no images", "choose another --split or --data")
     preprocess = bb.preprocess.model_dump(mode="json")
@@ -46,12 +47,22 @@ def extract(cfg: ExtractConfig, *, backbone: Any = None) -> Store | dict[str, St
         targets.append(Target(layer, path, bb.layout(layer), open_writer(path, meta, cfg)))
     todo = [t for t in targets if not t.writer.meta.complete]
     if todo:
-        start = min(t.writer.resume_point() for t in todo) // cfg.batch_size * cfg.batch_size
+        first = min(t.writer.resume_point() for t in todo)  # a split index
+        start = int(np.searchsorted(order, first)) // cfg.batch_size * cfg.batch_size  # a position in ``order``
         for t in todo:
-            t.writer.resume_from(start)
-        _extract_batches(cfg, bb, split, todo, start, planned)
+            t.writer.resume_from(int(order[start]) if start < planned else int(order[-1]) + 1)
+        _extract_batches(cfg, bb, split, todo, start, order)
     stores = {t.layer: Store(t.path) for t in targets}
     return stores[layers[0]] if len(layers) == 1 else stores
+
+
+def image_order(cfg: ExtractConfig, n: int) -> np.ndarray:
+    """Split indices to extract, increasing: every image, or a seeded random ``max_images`` of them
+    (not the first N: a split sorted by class would give the first classes only)."""
+    if cfg.max_images is None or cfg.max_images >= n:
+        return np.arange(n, dtype=np.int64)
+    rng = np.random.default_rng([cfg.seed, 0x5B5E7])
+    return np.sort(rng.choice(n, size=cfg.max_images, replace=False)).astype(np.int64)
 
 
 def load_backbone(cfg: ExtractConfig) -> Any:
@@ -65,24 +76,27 @@ def _device_of(bb: Any) -> torch.device:
     return getattr(bb, "device", None) or torch.device("cpu")
 
 
-def _extract_batches(cfg: ExtractConfig, bb: Any, split: Any, todo: list[Target], start: int, planned: int) -> None:
+def _extract_batches(cfg: ExtractConfig, bb: Any, split: Any, todo: list[Target], start: int, order: np.ndarray) -> None:
+    """Extract the images ``order[start:]`` (split indices, increasing)."""
     from visae.data.loader import ImageLoader
 
+    planned = len(order)
     on_gpu = _device_of(bb).type == "cuda"
-    loader = ImageLoader(split, bb.preprocess, cfg.batch_size, indices=np.arange(start, planned),
+    loader = ImageLoader(split, bb.preprocess, cfg.batch_size, indices=order[start:],
                          num_workers=cfg.workers, pin_memory=on_gpu)  # fmt: skip
-    next_image, n_tokens, t0 = start, 0, time.perf_counter()
+    next_pos, n_tokens, t0 = start, 0, time.perf_counter()
     with make_progress() as progress:
         task = progress.add_task(f"extracting {len(todo)} layer(s)", total=planned, completed=start, info="")
         for batch in loader:
             idx_B = batch.indices_B.numpy().astype(np.int64)
-            _record_unreadable(split, loader.skipped, range(next_image, int(idx_B[-1]) + 1), set(idx_B.tolist()), todo)
-            next_image = int(idx_B[-1]) + 1
+            pos = int(np.searchsorted(order, idx_B[-1])) + 1
+            _record_unreadable(split, loader.skipped, order[next_pos:pos].tolist(), set(idx_B.tolist()), todo)
+            next_pos = pos
             n_tokens += _extract_batch(cfg, bb, batch, idx_B, todo)
             dt = max(time.perf_counter() - t0, 1e-9)
-            rate = f"{(next_image - start) / dt:.1f} img/s, {n_tokens / dt:,.0f} tok/s"
-            progress.update(task, completed=next_image, info=rate)
-        _record_unreadable(split, loader.skipped, range(next_image, planned), set(), todo)
+            rate = f"{(next_pos - start) / dt:.1f} img/s, {n_tokens / dt:,.0f} tok/s"
+            progress.update(task, completed=next_pos, info=rate)
+        _record_unreadable(split, loader.skipped, order[next_pos:].tolist(), set(), todo)
         progress.update(task, completed=planned)
     for t in todo:
         t.writer.close()

@@ -64,19 +64,23 @@ def _comparison(entry: dict[str, Any] | None, what: str) -> str:
     """The headline of one measure: every population's fraction, side by side, and its definition."""
     from visae.analysis.baselines import POPULATIONS
 
+    pops = [(name, units, (entry or {}).get(key)) for key, (name, units) in POPULATIONS.items()]
+    pops = [p for p in pops if p[2] is not None]
+    median = any("median_index" in pop for _, _, pop in pops)
     cells = []
-    for key, (name, units) in POPULATIONS.items():
-        pop = (entry or {}).get(key)
-        if pop is None:
-            continue
+    for name, units, pop in pops:
         if pop.get("frac") is None:
-            cells.append(f"<td>{esc(name)}</td><td colspan=2 class='note'>n/a ({esc(pop.get('reason', ''))})</td>")
-        else:
-            cells.append(f"<td>{esc(name)}</td><td><b>{100 * pop['frac']:.1f}%</b></td>"
-                         f"<td>{pop['n']} of {pop['of']} {esc(units)}</td>")
+            cells.append(f"<td>{esc(name)}</td><td colspan={3 if median else 2} class='note'>"
+                         f"n/a ({esc(pop.get('reason', ''))})</td>")
+            continue
+        m = pop.get("median_index")
+        cells.append(f"<td>{esc(name)}</td><td><b>{100 * pop['frac']:.1f}%</b></td>"
+                     f"<td>{pop['n']} of {pop['of']} {esc(units)}</td>"
+                     + (f"<td>{'-' if m is None else f'{m:.2f}'}</td>" if median else ""))
     rows = "".join(f"<tr>{c}</tr>" for c in cells)
+    extra = "<th>median index</th>" if median else ""
     return (f"<p>{esc(what)}: {esc((entry or {}).get('definition', ''))}.</p>"
-            f"<table class='grid'><tr><th>units</th><th>fraction</th><th>count</th></tr>{rows}</table>")
+            f"<table class='grid'><tr><th>units</th><th>fraction</th><th>count</th>{extra}</tr>{rows}</table>")
 
 
 def purity(db: FeatureDB) -> str:
@@ -125,7 +129,8 @@ def selective(db: FeatureDB, ov: Overlays, n: int, n_images: int) -> str:
     classes = db.names("classes")
     cards = "".join(card(db, ov, r, n_images, classes) for r in rows)
     return ("<h2>Class selectivity</h2>" + _comparison(db.meta["summary"].get("class_selective"), "Class-selective units")
-            + "<p>The selectivity index compares a unit's mean activation on its top class with its mean over the other "
+            + "<p class='note'>Median index: over the units seen on enough images, whether or not they pass.</p>"
+            "<p>The selectivity index compares a unit's mean activation on its top class with its mean over the other "
             "classes (per token of each class, so class frequency does not count): 0 when it fires alike on every class, "
             "1 when only on one. Below, the most selective latents with heatmaps of their top images (ranked by max "
             "patch activation); class-selective ones first, dense latents and latents seen on fewer images than shown "

@@ -85,18 +85,18 @@ def _self_check(device: torch.device) -> str | None:
     W_DS = torch.randn(12, 5, generator=g).t()  # [5, 12], column-major like W_enc
     b_S, gW_DS, gb_S = torch.randn(12, generator=g), torch.randn(12, 5, generator=g).t(), torch.randn(12, generator=g)
     try:
-        ours = [torch.nn.Parameter(t.clone().t().contiguous().t() if t.dim() == 2 else t.clone()) for t in (W_DS, b_S)]
-        ref = [torch.nn.Parameter(t.clone().t().contiguous().t() if t.dim() == 2 else t.clone()) for t in (W_DS, b_S)]
-        ours, ref = [p.to(device) for p in ours], [p.to(device) for p in ref]
+        ours = [torch.nn.Parameter(t.to(device, copy=True)) for t in (W_DS, b_S)]  # copies keep the strides
+        ref = [torch.nn.Parameter(t.to(device, copy=True)) for t in (W_DS, b_S)]
         opt_ours = MemoryOrderAdam(ours, lr=1e-2, fused=True, **ADAM_KW)
-        opt_ref = torch.optim.Adam(ref, lr=1e-2, fused=True, **ADAM_KW)
+        opt_ref = torch.optim.Adam(ref, lr=1e-2, **ADAM_KW)  # torch's default (not fused) implementation
         for _ in range(2):
             for p, q, gr in zip(ours, ref, (gW_DS, gb_S)):
-                p.grad, q.grad = gr.clone().to(device), gr.clone().to(device)
+                p.grad, q.grad = gr.to(device, copy=True), gr.to(device, copy=True)
             opt_ours.step()
             opt_ref.step()
         same = all(_close(p, q) and p.stride() == q.stride() for p, q in zip(ours, ref))
-        same = same and all(_close(opt_ours.state[p]["exp_avg_sq"], opt_ref.state[q]["exp_avg_sq"]) for p, q in zip(ours, ref))
+        states = [(opt_ours.state[p]["exp_avg_sq"], opt_ref.state[q]["exp_avg_sq"]) for p, q in zip(ours, ref)]
+        same = same and all(_close(a, b) for a, b in states)
     except Exception as e:  # noqa: BLE001 - any failure of a private API means: do not use it
         return f"its one-step check raised {type(e).__name__}: {e}".splitlines()[0]
     if not same:

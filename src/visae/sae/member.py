@@ -79,7 +79,8 @@ class Member:
     def _update(self, x_BD: Tensor, step: int, lr: float, measure: bool) -> None:
         sae, cfg = self.sae, self.cfg
         dead_S = self.since_fired_S >= self.dead_tokens
-        with torch.autocast(x_BD.device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bf16"):
+        bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and x_BD.device.type == "cuda")
+        with torch.autocast(x_BD.device.type, dtype=torch.bfloat16, enabled=bf16):
             out = sae(x_BD, dead_S=dead_S)
         loss, terms = sae.loss(x_BD, out, self.coeffs(step))
         if not bool(torch.isfinite(loss)):

@@ -1,5 +1,8 @@
 """Training plots of a run: curves (loss, NMSE, L0, dead %) and latent-density histograms.
 
+Curves of the training batches (training-time codes, e.g. BatchTopK's batch selection) are
+solid; held-out evaluations of the inference-time SAE are dashed with markers.
+
 matplotlib is the optional extra "plots"; without it the run says so and skips them.
 """
 
@@ -42,9 +45,11 @@ def _curves(plt, rows: list[dict], path: Path) -> Path:
     fig, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3.2))
     for ax, key in zip(axes, CURVES):
         for name in sorted({r["sae"] for r in rows}):
-            pts = [(r["tokens"], r[key]) for r in rows if r["sae"] == name and key in r]
-            if pts:
-                ax.plot(*zip(*pts), label=name)
+            for split, style in (("train", "-"), ("heldout", "o--")):
+                pts = [(r["tokens"], r[key]) for r in rows
+                       if r["sae"] == name and key in r and r.get("split", "train") == split]  # fmt: skip
+                if pts:
+                    ax.plot(*zip(*pts), style, label=f"{name} ({'training batch' if split == 'train' else 'held-out'})")
         ax.set_title(key)
         ax.set_xlabel("tokens")
         if key in ("loss", "nmse"):

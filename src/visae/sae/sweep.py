@@ -1,10 +1,13 @@
-"""Sweeps: several SAEs trained from one pass over the store (each batch fed to all).
+"""Training config files (``visae train --config FILE.toml``); a sweep is one with several SAEs.
 
-A sweep file is TOML: run settings at the top level (any ``TrainConfig`` field) and one
-``[[sae]]`` table per SAE (any ``SAEHparams`` field)::
+Run settings (any ``TrainConfig`` field) sit at the top level. Per-SAE settings (any
+``SAEHparams`` field) sit at the top level too for a single SAE, or in one ``[[sae]]``
+table per SAE, all trained from one pass over the store; top-level per-SAE keys are then
+the defaults of every table::
 
     store = "runs/acts"
-    tokens = 20_000_000
+    training_tokens = 20_000_000
+    expansion = 16            # every SAE below, unless its table says otherwise
 
     [[sae]]
     arch = "topk"
@@ -15,8 +18,8 @@ A sweep file is TOML: run settings at the top level (any ``TrainConfig`` field) 
     k = 64
     expansion = 32
 
-Command-line flags override the top level; per-SAE flags (``--arch``, ``--k``, ...) fill
-in what a ``[[sae]]`` table leaves out.
+Command-line flags win over the file: run flags over its top level, per-SAE flags
+(``--arch``, ``--k``, ...) over every SAE's settings. ``docs/train-config.md`` lists every key.
 """
 
 from __future__ import annotations
@@ -25,17 +28,62 @@ from pathlib import Path
 from typing import Any
 
 from visae.config import read_toml
-from visae.errors import VisaeError
-from visae.sae.train_config import TrainConfig
+from visae.errors import VisaeError, did_you_mean
+from visae.sae.train_config import SAEHparams, TrainConfig
+
+SAE_TABLES = ("sae", "saes")
+"""Names of the per-SAE tables (``[[sae]]``; ``[[saes]]``, the field's own name, works too)."""
+DOCS = "docs/train-config.md lists every key"
 
 
-def load_sweep(path: str | Path, sae_defaults: dict[str, Any] | None = None, **overrides: Any) -> TrainConfig:
+def run_keys() -> set[str]:
+    return set(TrainConfig.model_fields) - {"saes"}
+
+
+def sae_keys() -> set[str]:
+    return set(SAEHparams.model_fields)
+
+
+def read_train_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]] | None]:
+    """(run settings, top-level per-SAE settings, the ``[[sae]]`` tables or None) of a config file."""
     path = Path(path)
-    values = read_toml(path, "sweep file")
-    entries = values.pop("sae", None)
+    values = read_toml(path, "config file")
+    found = [k for k in SAE_TABLES if k in values]
+    if len(found) > 1:
+        raise VisaeError(f"config file {path} has both [[sae]] and [[saes]] tables", "keep one of them")
+    tables = _tables(values.pop(found[0]), path) if found else None
+    run = {k: v for k, v in values.items() if k in run_keys()}
+    per_sae = {k: v for k, v in values.items() if k in sae_keys()}
+    unknown = sorted(set(values) - set(run) - set(per_sae))
+    if unknown:
+        raise VisaeError(f"config file {path}: unknown key '{unknown[0]}'",
+                         did_you_mean(unknown[0], run_keys() | sae_keys() | {"sae"}) or DOCS)  # fmt: skip
+    return run, per_sae, tables
+
+
+def _tables(entries: Any, path: Path) -> list[dict[str, Any]]:
+    entries = [entries] if isinstance(entries, dict) else entries  # a single [sae] table
     if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
-        raise VisaeError(f"sweep file {path} has no [[sae]] tables", "add one [[sae]] table per SAE to train")
-    base = {k: v for k, v in (sae_defaults or {}).items() if v is not None}
-    values["saes"] = [{**base, **entry} for entry in entries]
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return TrainConfig.build(**values)
+        raise VisaeError(f"config file {path}: 'sae' must be [[sae]] tables", "add one [[sae]] table per SAE to train")
+    for i, entry in enumerate(entries, 1):
+        unknown = sorted(set(entry) - sae_keys())
+        if unknown:
+            key = unknown[0]
+            hint = (f"'{key}' is a run setting: put it above the first [[sae]] table" if key in run_keys()
+                    else did_you_mean(key, sae_keys()) or DOCS)  # fmt: skip
+            raise VisaeError(f"config file {path}: [[sae]] table {i} has an unknown key '{key}'", hint)
+    return entries
+
+
+def train_config(
+    path: str | Path | None = None, run_flags: dict[str, Any] | None = None, sae_flags: dict[str, Any] | None = None
+) -> TrainConfig:
+    """The ``TrainConfig`` of a config file (optional) and flags; flags that are not None win."""
+    run, per_sae, tables = read_train_file(path) if path is not None else ({}, {}, None)
+    run.update({k: v for k, v in (run_flags or {}).items() if v is not None})
+    flags = {k: v for k, v in (sae_flags or {}).items() if v is not None}
+    if run.get("store") is None or run.get("out") is None:
+        missing = " and ".join(f"--{k}" for k in ("store", "out") if run.get(k) is None)
+        raise VisaeError(f"visae train needs {missing}", "pass the flag, or set it in the --config file")
+    saes = [{**per_sae, **table, **flags} for table in (tables or [{}])]
+    return TrainConfig.build(**run, saes=saes)

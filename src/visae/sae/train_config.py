@@ -91,7 +91,7 @@ class TrainConfig(Config):
     holdout: float = Field(default=0.05, ge=0, lt=1)
     """Share of the store's images kept out of training for held-out evaluation (0: none; ignored with
     eval_store). At most eval_tokens worth of images are held out."""
-    eval_tokens: int = Field(default=262_144, gt=0)
+    eval_tokens: int = Field(default=131_072, gt=0)
     """Held-out tokens on which the saved (inference-time) SAE is evaluated."""
     eval_every: int | None = Field(default=None, gt=0)
     """Training tokens between held-out evaluations (default: ten evaluations per run)."""
@@ -101,8 +101,9 @@ class TrainConfig(Config):
     """Tokens per step."""
     seed: int = 0
     """Seed for initialisation and data order."""
-    dtype: Literal["fp32", "bf16"] = "fp32"
-    """Compute dtype: bf16 runs the encoder under bf16 autocast (weights stay fp32)."""
+    dtype: Literal["auto", "fp32", "bf16"] = "auto"
+    """Compute dtype: bf16 runs the encoder under bf16 autocast (weights stay fp32); auto is bf16 on a
+    GPU and fp32 on a CPU (where bf16 buys less)."""
     device: str = "auto"
     """'auto' (cuda when available), 'cpu' or 'cuda[:i]'."""
     resume: bool = False

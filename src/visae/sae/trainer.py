@@ -295,7 +295,8 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     if bad == [len(lines)]:
         info(f"{f}: ignored its half-written last line (the run was stopped while logging)")
     elif bad:
-        info(f"{f}: ignored {len(bad)} unreadable line(s) (line {', '.join(map(str, bad[:5]))}{', ...' if len(bad) > 5 else ''})")
+        where = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
+        info(f"{f}: ignored {len(bad)} unreadable line(s) (line {where})")
     return records
 
 

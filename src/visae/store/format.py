@@ -251,7 +251,8 @@ class StoreMeta(BaseModel):
     n_images: int = 0
     """Images with tokens in committed shards."""
     planned_images: int
-    """Split indices 0 .. planned_images-1 are extracted (in order)."""
+    """Images to extract: split indices 0 .. planned_images-1, or (with --max-images) a seeded random
+    subset of that many, in increasing order (config.max_images and config.subset_seed say which)."""
     checksum: str
     """Checksum algorithm of every shard file."""
     shards: list[ShardInfo] = Field(default_factory=list)
