@@ -44,9 +44,10 @@ def test_default_is_what_the_run_trained_on(with_cls):
     run, n = with_cls
     analyze(AnalyzeConfig(run=run, top=2))  # a run without token kinds in train.json: every kind
     assert summary(run)["n_tokens"] == n * (1 + G)
+    assert FeatureDB(run).meta["analysed_kinds"] == ["cls", "patch"]
     (run / "train.json").write_text(json.dumps({"training_tokens": None, "tokens": "patch"}))
     analyze(AnalyzeConfig(run=run, top=2, force=True))
-    assert summary(run)["n_tokens"] == n * G
+    assert summary(run)["n_tokens"] == n * G and FeatureDB(run).meta["analysed_kinds"] == ["patch"]
     (run / "train.json").write_text(json.dumps({"training_tokens": None, "tokens": None}))  # trainer default: patches
     analyze(AnalyzeConfig(run=run, top=2, force=True))
     assert summary(run)["n_tokens"] == n * G

@@ -86,11 +86,13 @@ def test_batchtopk_selects_k_per_token_on_average_and_learns_threshold():
     torch.testing.assert_close(out.codes.dense(), torch.where(pre_BS >= cut, pre_BS, 0.0))
     assert out.codes.l0_B().float().mean() == pytest.approx(3.0, abs=0.1)
     assert out.codes.l0_B().min() != out.codes.l0_B().max()  # per batch, not per token
-    # the threshold starts at the smallest kept activation, then moves 1 % towards each batch's
-    theta1 = float(out.codes.val_BK.detach()[out.codes.val_BK > 0].min())
-    torch.testing.assert_close(sae.threshold, torch.full((48,), theta1))
+    # the threshold is a bias-corrected running average of each batch's smallest kept activation:
+    # the first batch's value, then (0.99 * 0.01 m1 + 0.01 m2) / (1 - 0.99^2)
+    m1 = float(out.codes.val_BK.detach()[out.codes.val_BK > 0].min())
+    torch.testing.assert_close(sae.threshold, torch.full((48,), m1))
     out2 = sae(x2)
-    theta2 = 0.99 * theta1 + 0.01 * float(out2.codes.val_BK.detach()[out2.codes.val_BK > 0].min())
+    m2 = float(out2.codes.val_BK.detach()[out2.codes.val_BK > 0].min())
+    theta2 = (0.99 * 0.01 * m1 + 0.01 * m2) / (1 - 0.99**2)
     torch.testing.assert_close(sae.threshold, torch.full((48,), theta2))
     # inference: the per-token threshold, and no update of it
     sae.eval()
@@ -267,3 +269,14 @@ def test_spec_refuses_bad_values():
     with pytest.raises(VisaeError, match="larger than"):
         SAESpec.build(arch="topk", d_in=4, d_sae=8, k=9)
     assert isinstance(_sae("topk"), TopKSAE)
+
+
+def test_batchtopk_loads_a_state_saved_before_the_bias_corrected_threshold():
+    old = _sae("batchtopk", k=3)
+    old.threshold.fill_(0.5)
+    state = {k: v for k, v in old.state_dict().items() if k != "threshold_ema"}
+    new = _sae("batchtopk", k=3)
+    new.load_state_dict(state)
+    torch.testing.assert_close(new.threshold, torch.full((48,), 0.5))
+    new.train()(torch.randn(64, 12))  # the running average goes on from the saved value
+    assert float(new.threshold_ema[1]) == 2.0 and float(new.threshold[0]) != 0.5

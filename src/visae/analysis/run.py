@@ -189,13 +189,13 @@ def _summary(store: Any, res: ScanResult, clip: Any) -> dict[str, Any]:
 
 def _meta(run: RunInfo, store: Any, layout: Layout, res: ScanResult, cfg: AnalyzeConfig,
           class_names: list[str], kinds: frozenset[int] | None, clip: Any) -> dict[str, Any]:
-    from visae.store.format import TOKEN_KINDS
+    from visae.store.format import TOKEN_KINDS, kinds_held
 
     return {
         "run": str(run.path.resolve()), "store": str(Path(store.path).resolve()),
         "backbone": str(store.meta.backbone), "layer": str(store.meta.layer),
         "layout": dict(store.meta.layout), "tokens": str(getattr(store.meta, "tokens", "")),
-        "analysed_kinds": sorted(TOKEN_KINDS[k] for k in kinds) if kinds is not None else "all",
+        "analysed_kinds": sorted(TOKEN_KINDS[k] for k in (kinds if kinds is not None else kinds_held(store.meta))),
         "grid": list(layout.map_grid), "has_grid": layout.has_grid,
         "dataset": str(store.meta.dataset), "split": str(store.meta.split), "preprocess": dict(store.meta.preprocess),
         "sae": run.cfg, "metrics": run.metrics,

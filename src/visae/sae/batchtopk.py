@@ -4,8 +4,9 @@ Training:   z = BatchTopK_{kB}(ReLU((x - b_dec) W_enc + b_enc))   (k per token o
 Inference:  z = JumpReLU_theta(pre) = pre * [pre > theta]
 
 ``theta`` is learnt during training as a running average of the smallest activation the
-batch selection keeps, and saved as the SAELens ``threshold``; a saved BatchTopK SAE is
-a JumpReLU SAE to SAELens.
+batch selection keeps (an exponential average with Adam's bias correction, so the first
+batches, taken while the encoder is still random, do not linger in it), and saved as the
+SAELens ``threshold``; a saved BatchTopK SAE is a JumpReLU SAE to SAELens.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class BatchTopKSAE(SAE):
         super().__init__(spec)
         self.register_buffer("threshold", torch.full((spec.d_sae,), -1.0))
         """Inference threshold (one value broadcast over latents; -1 until trained)."""
+        self.register_buffer("threshold_ema", torch.zeros(2))
+        """(sum of beta^(t-i) (1 - beta) m_i, number of updates t): theta = sum / (1 - beta^t)."""
 
     def encode(self, x_BD: Tensor) -> Codes:
         pre_BS = self.pre_BS(x_BD)
@@ -49,10 +52,18 @@ class BatchTopKSAE(SAE):
     def _update_threshold(self, min_kept: Tensor) -> None:
         if not bool(min_kept > 0):
             return
-        if bool(self.threshold[0] < 0):
-            self.threshold.fill_(float(min_kept))
-        else:
-            self.threshold.mul_(THRESHOLD_EMA).add_((1 - THRESHOLD_EMA) * min_kept)
+        ema = self.threshold_ema
+        ema[0] = THRESHOLD_EMA * ema[0] + (1 - THRESHOLD_EMA) * min_kept
+        ema[1] += 1
+        self.threshold.fill_(float(ema[0] / (1 - THRESHOLD_EMA ** ema[1])))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # checkpoints written before the bias-corrected average: restart the average from the saved threshold
+        key = prefix + "threshold_ema"
+        if key not in state_dict and prefix + "threshold" in state_dict:
+            theta = float(state_dict[prefix + "threshold"].max())
+            state_dict[key] = torch.tensor([theta * (1 - THRESHOLD_EMA), 1.0]) if theta > 0 else torch.zeros(2)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x_BD: Tensor, dead_S: Tensor | None = None) -> SAEOutput:
         codes = self.batch_codes(x_BD) if self.training else self.encode(x_BD)
