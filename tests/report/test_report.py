@@ -72,3 +72,24 @@ def test_report_renders_in_headless_chromium(html_report, tmp_path):
     n = int(checked.group(1))
     assert n >= 4
     assert dom.count('data-ok="1"') == n and 'data-ok="0"' not in dom  # every image and heatmap decoded
+
+
+def test_run_summary_shows_held_out_figures_and_labels_training_batch_ones(planted, tmp_path):
+    import json
+
+    run, _, _ = planted
+    analyze(AnalyzeConfig(run=run, top=6, per_image=4, min_images=4))
+    html = report(ReportConfig(run=run, out=tmp_path / "none.html", images=1, thumb=32)).read_text()
+    assert "none recorded" in html  # a run without held-out figures says so
+
+    cfg_path = run / "saes" / "relu" / "cfg.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["visae"]["heldout_eval"] = {"nmse": 0.1234, "explained_variance": 0.88, "l0": 7.5, "dead_pct": 2.0,
+                                    "dense_pct": 1.0, "eval_tokens": 4096, "held_out": "5% of the store's images"}
+    cfg_path.write_text(json.dumps(cfg))
+    with open(run / "metrics.jsonl", "a") as f:  # a held-out line after the last training line
+        f.write(json.dumps({"step": 2, "sae": "relu", "split": "heldout", "nmse": 0.1234, "l0": 7.5}) + "\n")
+    analyze(AnalyzeConfig(run=run, top=6, per_image=4, min_images=4, force=True))
+    html = report(ReportConfig(run=run, out=tmp_path / "h.html", images=1, thumb=32)).read_text()
+    assert "held-out NMSE (4,096 tokens never trained on" in html and "<td>0.1234</td>" in html
+    assert re.search(r"NMSE \(last training batch\)</td><td>0.05</td>", html), "training-batch figure, labelled"

@@ -90,6 +90,9 @@ class RunInfo:
     store: Path | None
     cfg: dict[str, Any]
     metrics: dict[str, Any]
+    """The last training-batch record of metrics.jsonl (training-time codes)."""
+    heldout: dict[str, Any] | None = None
+    """Held-out metrics of the saved SAE (cfg.json ``visae.heldout_eval``), None for runs without them."""
     tokens: Any = None
     """Token kinds the run trained on: a kind name, None (the trainer's default) or NOT_RECORDED."""
     normalization: dict[str, Any] | None = None
@@ -124,7 +127,7 @@ def read_run(run: str | Path) -> RunInfo:
         raise VisaeError(f"--run {path} is not an SAE run (no visae.json, no cfg.json)", "pass the directory `visae train` wrote")
     cfg = json.loads((sae_dir / "cfg.json").read_text())
     meta = cfg.get("visae") or {}
-    saelens = cfg.get("meta") or {}
+    saelens = cfg.get("metadata") or cfg.get("meta") or {}  # SAELens 6 keeps the names in "metadata"
     store = meta.get("store")
     run_dir = sae_dir.parent.parent if sae_dir.parent.name == "saes" else sae_dir
     return RunInfo(
@@ -134,6 +137,7 @@ def read_run(run: str | Path) -> RunInfo:
         store=Path(store) if store else None,
         cfg={k: v for k, v in cfg.items() if k != "visae"} | {"arch": meta.get("arch"), "spec": meta.get("spec")},
         metrics=_last_metrics(run_dir / "metrics.jsonl", meta.get("run_sae")) | dict(meta.get("metrics") or {}),
+        heldout=meta.get("heldout_eval") if isinstance(meta.get("heldout_eval"), dict) else None,
         tokens=_trained_kinds(run_dir / "train.json"),
         normalization=meta.get("normalization") if isinstance(meta.get("normalization"), dict) else None,
     )
@@ -152,7 +156,7 @@ def _trained_kinds(path: Path) -> Any:
 
 
 def _last_metrics(path: Path, sae: str | None) -> dict[str, Any]:
-    """The last metrics.jsonl record of this SAE (the end of training)."""
+    """The last training-batch record of this SAE in metrics.jsonl (the end of training)."""
     if not path.is_file():
         return {}
     last: dict[str, Any] = {}
@@ -161,7 +165,7 @@ def _last_metrics(path: Path, sae: str | None) -> dict[str, Any]:
             rec = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(rec, dict) and rec.get("sae", sae) == sae:
+        if isinstance(rec, dict) and rec.get("sae", sae) == sae and rec.get("split", "train") == "train":
             last = {k: v for k, v in rec.items() if isinstance(v, (int, float, str))}
     return last
 

@@ -198,7 +198,7 @@ def _meta(run: RunInfo, store: Any, layout: Layout, res: ScanResult, cfg: Analyz
         "analysed_kinds": sorted(TOKEN_KINDS[k] for k in (kinds if kinds is not None else kinds_held(store.meta))),
         "grid": list(layout.map_grid), "has_grid": layout.has_grid,
         "dataset": str(store.meta.dataset), "split": str(store.meta.split), "preprocess": dict(store.meta.preprocess),
-        "sae": run.cfg, "metrics": run.metrics,
+        "sae": run.cfg, "metrics": run.metrics, "heldout": run.heldout,
         "n_latents": int(len(res.stats.freq_S)), "top": cfg.top, "rankings": list(res.rankings),
         "hist_edges": HIST_EDGES.tolist(), "dense_freq": DENSE_FREQ,
         "part_top": PART_TOP, "per_image": cfg.per_image, "min_images": cfg.min_images, "pure_share": PURE_SHARE,

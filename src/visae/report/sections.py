@@ -41,9 +41,10 @@ def header(db: FeatureDB) -> str:
         "dataset": f"{m['dataset']} ({m['split']})", "images / tokens": f"{s['n_images']} / {s['n_tokens']}",
         "analysed token kinds": "+".join(k) if isinstance(k := m.get("analysed_kinds", "all"), list) else k,
         "latents": s["n_latents"], "d_in": s["d"],
-        "NMSE (training run)": metrics.get("nmse", metrics.get("val_nmse", "n/a")),
-        "L0 (training run)": metrics.get("l0", metrics.get("val_l0", "n/a")),
-        "mean L0 (this pass)": s["mean_l0"], "dead latents": f"{s['dead_pct']:.1f}%",
+        **_heldout_rows(m.get("heldout")),
+        "NMSE (last training batch)": metrics.get("nmse", metrics.get("val_nmse", "n/a")),
+        "L0 (last training batch)": metrics.get("l0", metrics.get("val_l0", "n/a")),
+        "mean L0 (analysis pass, every store token)": s["mean_l0"], "dead latents (analysis pass)": f"{s['dead_pct']:.1f}%",
         f"dense latents (> {m['dense_freq']:.0%} of tokens)": f"{s['dense_pct']:.1f}%",
         "labels": "CLIP text tower" if s["text_labels"] == "clip" else f"class / part ({s['text_labels']})",
     }
@@ -52,6 +53,19 @@ def header(db: FeatureDB) -> str:
     return (f"<h1>SAE features of {esc(m['backbone'])} · {esc(m['layer'])}</h1>"
             f"<p class='sub'>run {esc(m['run'])}</p><h2>Run summary</h2><table class='kv'>{kv}</table>"
             + (f"<h3>SAE config</h3><table class='kv'>{cfg}</table>" if cfg else ""))
+
+
+def _heldout_rows(h: dict[str, Any] | None) -> dict[str, Any]:
+    """The saved SAE's held-out figures (docs/metrics.md), or a note that the run has none."""
+    if not h:
+        return {"held-out evaluation": "none recorded (a run without a held-out share): training-batch figures only"}
+    return {
+        f"held-out NMSE ({h.get('eval_tokens', 0):,} tokens never trained on: {h.get('held_out', '')})": h.get("nmse"),
+        "held-out explained variance": h.get("explained_variance"),
+        "held-out L0 (inference-time codes)": h.get("l0"),
+        "held-out dead latents (never fire)": f"{h.get('dead_pct', 0):.1f}%",
+        "held-out dense latents (> 10% of tokens)": f"{h.get('dense_pct', 0):.1f}%",
+    }
 
 
 def density(db: FeatureDB) -> str:
