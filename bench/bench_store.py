@@ -7,6 +7,10 @@ All numbers come from one run on the same shards (the page cache is warm after w
 - read: tokens/s of ``Store.batches`` shuffled vs the same call unshuffled, both yielding
   float32 batches of 4096 with prefetch, and vs the tokens/s of one 4096x768 @ 768x12288
   float32 GEMM (an SAE encoder alone): the reader must be faster than the trainer;
+- mixing: the store is written class-sorted (20 classes, image after image, like an
+  ImageFolder walk); the total-variation distance between the class histogram of 10
+  consecutive shuffled batches and the global one, for the default stream (blocks of about
+  256 KiB from all over the store) and for whole-shard blocks (the stream before 0.2);
 - memory: peak RSS of a subprocess that streams one shuffled epoch and walks all images
   (iter_images) of a store and of one 10x larger.
 
@@ -35,6 +39,7 @@ from visae.store.format import INDEX_DTYPE, default_checksum
 
 PER_IMAGE = 64
 BATCH = 4096
+CLASSES = 20
 
 
 def write(path: Path, n_tokens: int, d: int, shard_tokens: int) -> float:
@@ -43,9 +48,11 @@ def write(path: Path, n_tokens: int, d: int, shard_tokens: int) -> float:
                      planned_images=n_tokens // PER_IMAGE, checksum=default_checksum(), config={})  # fmt: skip
     g = torch.Generator().manual_seed(0)
     chunk = torch.randn(PER_IMAGE * 64, d, generator=g).to(torch.bfloat16)
+    n_images = n_tokens // PER_IMAGE
     t = time.perf_counter()
     w = StoreWriter.create(path, meta)
-    for first in range(0, n_tokens // PER_IMAGE, 64):
+    for first in range(0, n_images, 64):
+        chunk[:, 0] = float(first * CLASSES // n_images)  # column 0: the class, images sorted by class
         rows = np.zeros(len(chunk), INDEX_DTYPE)
         rows["image"] = first + np.arange(len(chunk)) // PER_IMAGE
         rows["y"], rows["x"] = np.divmod(np.arange(len(chunk)) % PER_IMAGE, 8)
@@ -71,6 +78,16 @@ def read_rate(store: Store, **kw) -> float:
     for b in store.batches(BATCH, **kw):
         n += len(b)
     return n / (time.perf_counter() - t)
+
+
+def mixing(store: Store, **kw) -> tuple[float, float]:
+    """(mean, max) over windows of 10 consecutive batches of the total-variation distance between
+    their class histogram and the store's (uniform) one."""
+    hist = []
+    for b in store.batches(BATCH, seed=0, **kw):
+        hist.append(np.bincount(b[:, 0].long().numpy(), minlength=CLASSES))
+    tv = [0.5 * np.abs(sum(hist[i : i + 10]) / (10 * BATCH) - 1 / CLASSES).sum() for i in range(len(hist) - 9)]
+    return float(np.mean(tv)), float(np.max(tv))
 
 
 def gemm_rate(d: int, width: int = 12288) -> float:
@@ -119,6 +136,10 @@ def main() -> None:
         seq = read_rate(store, shuffle=False)
         shuf = read_rate(store, shuffle=True, seed=0)
         gemm = gemm_rate(args.d)
+        for label, kw in (("blocks of ~256 KiB (default)", {}), ("whole shards (before 0.2)", {"block_tokens": shard})):
+            mean, worst = mixing(store, **kw)
+            print(f"class mixing, {label}: TV distance of 10 consecutive batches to the global histogram "
+                  f"mean {mean:.3f}, max {worst:.3f} ({CLASSES} classes, store class-sorted)")
         print(f"read fp32 batches of {BATCH}: sequential {seq:,.0f} tok/s, shuffled {shuf:,.0f} tok/s -> shuffled/sequential {shuf / seq:.2f} (target >= 0.5)")
         print(f"encoder GEMM {BATCH}x{args.d} @ {args.d}x12288 fp32: {gemm:,.0f} tok/s -> shuffled reader / GEMM {shuf / gemm:.1f}x")
         buf = 4 * shard

@@ -1,6 +1,6 @@
 """Typed configs of ``visae train``: the shared run settings and one entry per SAE.
 
-A single run is one ``SAEHparams``; a sweep (``--sweep sweep.toml``) is several, all fed
+A single run is one ``SAEHparams``; a sweep (``--config sweep.toml`` with [[sae]] tables) is several, all fed
 the same batches from one pass over the store.
 """
 
