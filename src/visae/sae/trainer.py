@@ -316,7 +316,7 @@ def _checkpoint(out: Path, members: list[Member], step: int, batch_size: int) ->
 
 def _finish(members, source, cfg, out, mean_D, scale, total_steps, evaluator) -> None:
     _checkpoint(out, members, total_steps, cfg.batch_size)
-    meta = store_meta(source, cfg)
+    meta = store_meta(source, cfg, mean_D, scale)
     final: dict[str, dict[str, Any]] = {}
     for m in members:
         sae = copy.deepcopy(m.sae).cpu().eval()
@@ -366,8 +366,9 @@ def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
     return json.loads(f.read_text()) if f.is_file() else None
 
 
-def store_meta(source: TokenSource, cfg: TrainConfig) -> dict[str, Any]:
-    """visae's metadata for cfg.json: where the activations came from and their statistics."""
+def store_meta(source: TokenSource, cfg: TrainConfig, mean_D: torch.Tensor, scale: float) -> dict[str, Any]:
+    """visae's metadata for cfg.json: where the activations came from, which tokens and the
+    statistics the SAE was trained (and folded) with."""
     raw = source.meta
     meta = raw.model_dump(mode="json") if hasattr(raw, "model_dump") else dict(raw or {})
     meta = {k: v for k, v in meta.items() if k not in BULKY_STORE_FIELDS}
@@ -378,10 +379,11 @@ def store_meta(source: TokenSource, cfg: TrainConfig) -> dict[str, Any]:
         "dataset": meta.get("dataset"),
         "store": str(Path(cfg.store).resolve()),
         "store_meta": meta,
+        "tokens": cfg.tokens,
         "normalization": {
             "trained_on": "(x - mean) * scale" if cfg.normalize else "x",
-            "scale": float(source.scale) if cfg.normalize else 1.0,
-            "mean_norm": float(torch.as_tensor(source.mean_D).float().norm()) if cfg.normalize else 0.0,
+            "scale": float(scale),
+            "mean_norm": float(mean_D.float().norm()),
             "folded": True,
         },
     }
