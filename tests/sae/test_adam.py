@@ -97,11 +97,11 @@ def test_override_that_misbehaves_falls_back_and_training_steps(fresh_check, mon
     from visae.sae.trainer import train
 
     acts = torch.randn(1024, 8, generator=torch.Generator().manual_seed(0))
-    cfg = TrainConfig.build(store="mem", out=str(tmp_path / "run"), batch_size=128, training_tokens=128 * 6,
+    cfg = TrainConfig.build(store="mem", out=str(tmp_path / "run"), batch_size=128, training_tokens=128 * 10,
                             log_every=2, median_sample=256, holdout=0, saes=[dict(arch="topk", k=2, d_sae=16)])
     run = train(cfg, source=TensorSource(acts))
     steps = [r["step"] for r in run.metrics() if r.get("split", "train") == "train"]
-    assert steps == [2, 4, 6]
+    assert steps == [2, 4, 6, 8, 10]
     assert all(r["nmse"] == r["nmse"] for r in run.metrics())  # finite, not NaN
 
 

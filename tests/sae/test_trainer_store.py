@@ -47,7 +47,7 @@ def test_token_kinds_and_held_out_images(vit_store, tmp_path):
     assert held["eval_tokens"] == 10 * 4, "5% of 200 images held out, 4 patch tokens each"
     cfg = json.loads((run.path / "saes" / "topk-k2-s16" / "cfg.json").read_text())
     assert abs(cfg["visae"]["normalization"]["mean_norm"] - float(vit_store.mean_D.norm())) > 1, "patch statistics"
-    cls = train(_cfg(vit_store, tmp_path / "cls", tokens="cls", batch_size=16, training_tokens=16 * 5))
+    cls = train(_cfg(vit_store, tmp_path / "cls", tokens="cls", batch_size=16, training_tokens=16 * 10))
     assert read_summary(cls.path)["saes"]["topk-k2-s16"]["heldout"]["eval_tokens"] == 10
     # the saved SAE takes raw CLS tokens (around 50), the patch SAE raw patches (around 0)
     assert float(cls.load().b_dec.detach().mean()) > 40 and abs(float(run.load().b_dec.detach().mean())) < 5
