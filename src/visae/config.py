@@ -18,9 +18,9 @@ C = TypeVar("C", bound="Config")
 
 
 class Config(BaseModel):
-    """Base of every stage config: frozen, unknown keys refused, docstrings kept."""
+    """Base of every stage config: frozen, unknown keys refused, NaN and infinity refused, docstrings kept."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True, allow_inf_nan=False)
 
     @classmethod
     def build(cls: type[C], **values: Any) -> C:
@@ -45,9 +45,9 @@ def read_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
     try:
         return tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise VisaeError(f"{what} {path} does not exist") from None
+        raise VisaeError(f"{what} {path} does not exist", "check the path") from None
     except tomllib.TOMLDecodeError as e:
-        raise VisaeError(f"{what} {path} is not valid TOML ({e})") from None
+        raise VisaeError(f"{what} {path} is not valid TOML ({e})", "fix that line (TOML: key = value, strings in quotes)") from None
 
 
 def _first_error(cls: type[BaseModel], e: ValidationError) -> str:

@@ -9,7 +9,6 @@ interrupted demo continues where it stopped (``--force`` starts over).
 from __future__ import annotations
 
 import re
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,9 +16,10 @@ from typing import Any
 
 from pydantic import Field
 
-from visae.artifact import read_marker
+from visae.artifact import clear, read_marker
 from visae.config import Config
 from visae.errors import VisaeError
+from visae.lock import LOCK_NAME, locked
 from visae.progress import info
 
 
@@ -57,13 +57,25 @@ QUICK = Sizes(n_train=6_000, n_val=400, n_ood=200, epochs=8, sae_tokens=400_000,
 
 
 def demo(cfg: DemoConfig) -> dict[str, Any]:
-    """Run (or finish) every step of the demo; return the summary it prints."""
+    """Run (or finish) every step of the demo; return the summary it prints. ``out`` is locked
+    throughout (one demo at a time), and each step locks its own folder."""
+    with locked(cfg.out):
+        return _demo(cfg)
+
+
+def _demo(cfg: DemoConfig) -> dict[str, Any]:
     sizes = QUICK if cfg.quick else FULL
     out = Path(cfg.out)
+    marker = read_marker(out)
+    if marker is not None:  # the demo's folder has no marker of its own: this is another artifact
+        raise VisaeError(f"{out} holds a visae {marker.get('kind')}, not a demo", "choose another --out")
     if cfg.force and out.exists():
         _clear(out)
     out.mkdir(parents=True, exist_ok=True)
+    for tmp in out.glob(".report.html.*.tmp"):  # a killed report's (the steps clean their own folders)
+        tmp.unlink()
     paths = {k: out / k for k in ("data", "classifier", "store", "sae")}
+    _check_steps(paths)
     report_path = out / "report.html"
     timings: dict[str, float] = {}
 
@@ -92,13 +104,30 @@ def demo(cfg: DemoConfig) -> dict[str, Any]:
 
 def _clear(out: Path) -> None:
     """Remove the demo's own artifacts only; anything else in ``out`` is refused."""
-    known = {"data", "classifier", "store", "sae", "report.html"}
+    known = {"data", "classifier", "store", "sae", "report.html", LOCK_NAME}
     foreign = [p.name for p in out.iterdir() if p.name not in known]
     if foreign:
         raise VisaeError(f"{out} holds files the demo did not write ({', '.join(sorted(foreign)[:3])})",
                          "choose another --out")  # fmt: skip
-    for p in out.iterdir():
-        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    clear(out)  # a step folder that another process is writing is refused, not wiped
+
+
+STEP_KINDS = {"data": "synth-aircraft", "classifier": "classifier", "store": "store", "sae": "sae-run"}
+"""The artifact each step folder holds (the steps run with force=True, so anything else there would be wiped)."""
+
+
+def _check_steps(paths: dict[str, Path]) -> None:
+    """Refuse a step folder that holds something other than that step's own artifact."""
+    for step, path in paths.items():
+        if path.exists() and not path.is_dir():
+            raise VisaeError(f"{path} is a file, not the demo's {step} folder", "choose another --out")
+        if not path.is_dir() or not any(p.name != LOCK_NAME and not p.name.endswith(".tmp") for p in path.iterdir()):
+            continue
+        marker = read_marker(path)
+        found = marker.get("kind") if marker else None
+        if found != STEP_KINDS[step]:
+            what = f"a visae {found}" if found else "files visae did not write"
+            raise VisaeError(f"{path} holds {what}, not the demo's {STEP_KINDS[step]}", "choose another --out")
 
 
 def _complete(path: Path, kind: str) -> bool:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import io
+
 import numpy as np
 import pytest
 from analysis_fixtures import D, GRID, SIZE, make_run, make_store, planted_tokens
@@ -58,7 +61,7 @@ def test_overlays_cache_and_missing_file(folder_run):
     run, files = folder_run
     ov = Overlays(run, size=48)
     first = ov.png(0, "max", 0)
-    assert first.parent == run / "heatmaps" and Image.open(first).size == (48, 48)
+    assert first.parent == run / "heatmaps" / ov.db.meta["db_id"] and Image.open(first).size == (48, 48)
     # away from the heat the overlay shows the photo itself (dimmed)
     photo = Image.open(files[ov.db.top_examples(0, "max")[0]["image_index"]]).resize((48, 48), Image.BILINEAR)
     a = np.asarray(Image.open(first))[38:, 38:, 0].ravel().astype(float)
@@ -76,3 +79,38 @@ def test_overlays_cache_and_missing_file(folder_run):
         ov.png(0, "max", 7)
     ov.close()
     assert D == 6
+
+
+def test_a_heatmap_cache_is_never_served_for_a_newer_db(folder_run, tmp_path, monkeypatch):
+    """analyze, report (cache filled), analyze --force killed right after its DB is renamed into place
+    (before it could delete the old cache), report: every heatmap is of the new DB."""
+    from visae.analysis import db as db_mod
+    from visae.report import ReportConfig, report
+
+    run, _ = folder_run
+    report(ReportConfig(run=run, out=tmp_path / "a.html", latents=2, images=2, thumb=32))
+    old = list((run / "heatmaps").rglob("*.png"))
+    assert old, "the report filled the cache"
+    stale = io.BytesIO()
+    Image.new("RGB", (32, 32), (255, 0, 255)).save(stale, format="PNG")  # stands for a previous analysis's heatmap
+    for f in old:
+        f.write_bytes(stale.getvalue())
+
+    real_write = db_mod.DBWriter.write
+
+    def killed_after_rename(self, path):
+        real_write(self, path)
+        raise KeyboardInterrupt  # SIGKILL here: the new DB is in place, the old cache not yet deleted
+
+    monkeypatch.setattr(db_mod.DBWriter, "write", killed_after_rename)
+    with pytest.raises(KeyboardInterrupt):
+        analyze(AnalyzeConfig(run=run, top=3, force=True))
+    monkeypatch.undo()
+    assert all(f.exists() for f in old), "the kill left the old cache behind"
+
+    html = report(ReportConfig(run=run, out=tmp_path / "b.html", latents=2, images=2, thumb=32)).read_text()
+    assert base64.b64encode(stale.getvalue()).decode() not in html, "a stale heatmap was served"
+    assert not any(f.exists() for f in old), "the report pruned the old DB's cache"
+    ov = Overlays(run, size=32)
+    assert ov.png(0, "max", 0).read_bytes() != stale.getvalue() and ov.dir.name == ov.db.meta["db_id"]
+    ov.close()

@@ -51,3 +51,9 @@ def write_synth(root: Path, splits: dict[str, int], size: int = 16, seed: int = 
 @pytest.fixture(scope="module")
 def bars_spec(tmp_path_factory) -> str:
     return write_synth(tmp_path_factory.mktemp("bars") / "data", {"train": 200, "val": 100})
+
+
+@pytest.fixture
+def synth_writer():
+    """``write_synth`` for tests that write their own datasets (a conftest is not importable by name under xdist)."""
+    return write_synth

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -114,3 +115,25 @@ def test_interrupted_run_resumes_to_the_same_weights(bars_spec, tmp_path, monkey
         torch.testing.assert_close(b[k], a[k], atol=0 if exact else 0.05, rtol=0 if exact else 0.05)
     with pytest.raises(VisaeError, match="nothing to resume"):
         train_classifier(ClassifierConfig(out=resumed, resume=True, **cfg))
+
+
+def test_resume_against_another_dataset_at_the_same_path_is_refused(tmp_path, monkeypatch, synth_writer):
+    write_synth = synth_writer
+
+    data = tmp_path / "data"
+    spec = write_synth(data, {"train": 64, "val": 32})
+    cfg = dict(data=spec, epochs=2, **TINY)
+    real_checkpoint = train_mod._checkpoint
+
+    def crash_after_first(c, run, out):
+        real_checkpoint(c, run, out)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "_checkpoint", crash_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(ClassifierConfig(out=tmp_path / "clf", **cfg))
+    monkeypatch.undo()
+    shutil.rmtree(data)
+    write_synth(data, {"train": 64, "val": 32}, seed=1)  # same spec, sizes and classes: other images
+    with pytest.raises(VisaeError, match=r"the dataset is not the one the run began with \(its contents differ\)"):
+        train_classifier(ClassifierConfig(out=tmp_path / "clf", resume=True, **cfg))

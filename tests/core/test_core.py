@@ -16,6 +16,7 @@ from visae.artifact import prepare_out, read_marker, require, write_marker
 from visae.config import Config
 from visae.data.transforms import Preprocess
 from visae.errors import VisaeError, did_you_mean
+from visae.lock import LOCK_NAME, locked
 from visae.registry import Registry, split_spec
 
 
@@ -80,22 +81,25 @@ def test_atomic_write_leaves_old_file_intact_on_failure(tmp_path):
 
 def test_prepare_out_refuses_other_artifacts_and_resumes_its_own(tmp_path):
     out = tmp_path / "run"
-    prepare_out(out, "store")
-    write_marker(out, "store", format_version=1)
-    (out / "shard.npy").write_bytes(b"x")
-    with pytest.raises(VisaeError, match="already holds a visae store.*--resume"):
+    with locked(out):
         prepare_out(out, "store")
-    assert prepare_out(out, "store", resume=True) == out
-    assert (out / "shard.npy").exists()
-    with pytest.raises(VisaeError, match="already holds a visae store; pass --force"):
-        prepare_out(out, "sae-run", resume=True)
-    prepare_out(out, "sae-run", force=True)
-    assert list(out.iterdir()) == []
+        write_marker(out, "store", format_version=1)
+        (out / "shard.npy").write_bytes(b"x")
+        with pytest.raises(VisaeError, match="already holds a visae store.*--resume"):
+            prepare_out(out, "store")
+        assert prepare_out(out, "store", resume=True) == out
+        assert (out / "shard.npy").exists()
+        with pytest.raises(VisaeError, match="already holds a visae store; pass --force"):
+            prepare_out(out, "sae-run", resume=True)
+        prepare_out(out, "sae-run", force=True)
+        assert [p.name for p in out.iterdir()] == [LOCK_NAME], "wiped, but the lock file is kept"
+    with pytest.raises(RuntimeError, match="without its lock"):
+        prepare_out(out, "store")
 
 
 def test_prepare_out_never_deletes_foreign_files_even_with_force(tmp_path):
     (tmp_path / "thesis.tex").write_text("years of work")
-    with pytest.raises(VisaeError, match="did not write"):
+    with locked(tmp_path), pytest.raises(VisaeError, match="did not write"):
         prepare_out(tmp_path, "store", force=True)
     assert (tmp_path / "thesis.tex").exists()
 

@@ -143,9 +143,11 @@ def test_spec_errors():
         open_dataset("/tmp/some/dir")
 
 
-def test_describe_counts_ignored_files(tree: Path):
+def test_describe_counts_ignored_files_and_only_readable_images(tree: Path):
     from visae.data.describe import describe
 
     d = describe(f"folder:{tree}")
-    assert d["class_names"] == ["cat", "dog"] and d["splits"] == {"all": {"size": 6, "labelled": 6, "class_counts": [2, 4]}}
+    unreadable = {"count": 2, "first": ["dog/bad.jpg: not an image file", "dog/trunc.png: truncated file"]}
+    assert d["class_names"] == ["cat", "dog"]
+    assert d["splits"] == {"all": {"size": 4, "labelled": 4, "class_counts": [2, 2], "unreadable": unreadable}}
     assert d["hierarchy"] is None and d["ignored_files"] == {"count": 1, "first": ["dog/notes.txt"]}

@@ -84,3 +84,23 @@ def test_dataset_without_image_column(tmp_path: Path):
     datasets.Dataset.from_dict({"x": [1, 2]}).save_to_disk(str(tmp_path / "plain"))
     with pytest.raises(VisaeError, match="no Image column"):
         open_dataset(f"hf:{tmp_path / 'plain'}")
+
+
+def test_hub_names_are_read_from_the_local_cache_only(monkeypatch):
+    """A name that is not cached must fail at once, not retry the network: load_dataset runs in offline mode."""
+    datasets = pytest.importorskip("datasets", reason="the 'datasets' extra is not installed")
+    from huggingface_hub import constants
+
+    seen = []
+
+    def load_dataset(name, *args, **kwargs):
+        seen.append((name, datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE))
+        raise ConnectionError(f"Couldn't reach '{name}' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    with pytest.raises(VisaeError, match="from a local path or the local cache"):
+        open_dataset("hf:nobody/nothing")
+    assert seen == [("nobody/nothing", True, True)]
+    assert datasets.config.HF_HUB_OFFLINE is False and constants.HF_HUB_OFFLINE is False  # restored

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 
 import pytest
@@ -14,11 +15,31 @@ from visae.cli import main
 from visae.cli.app import app
 
 
+ARTIFACTS = [
+    "data/*/images.npy", "data/*/parts.npy", "data/*/manifest.jsonl", "data/info.json", "data/preview.png",
+    "classifier/model.safetensors", "classifier/config.json", "classifier/preprocessor_config.json",
+    "classifier/visae_classifier.json", "store/shard_*.npy", "store/index_*.npy", "store/stats_*.safetensors",
+    "store/metadata.json", "sae/checkpoint/state.pt", "sae/saes/*/sae_weights.safetensors",
+    "sae/saes/*/sparsity.safetensors", "sae/saes/*/cfg.json", "sae/features.sqlite", "sae/heatmaps/*/*.png",
+    "report.html",
+]
+"""One glob per kind of file the demo writes: each must exist, with the usual mode."""
+
+
 @pytest.mark.slow
 def test_quick_demo_runs_every_stage_and_reuses_finished_steps(tmp_path):
     out = tmp_path / "demo"
-    res = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out)])
+    umask = os.umask(0o022)
+    try:
+        res = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out)])
+    finally:
+        os.umask(umask)
     assert res.exit_code == 0, res.output
+    for kind in ARTIFACTS:
+        assert list(out.glob(kind)), f"the demo wrote no {kind}"
+    modes = {str(p.relative_to(out)): oct(p.stat().st_mode & 0o777) for p in out.rglob("*")}
+    wrong = {p: m for p, m in modes.items() if m != (oct(0o755) if (out / p).is_dir() else oct(0o644))}
+    assert not wrong, f"under umask 022 every file is 0644 and every folder 0755: {wrong}"
     kinds = {name: (read_marker(out / name) or {}).get("kind") for name in ("data", "classifier", "store", "sae")}
     assert kinds == {"data": "synth-aircraft", "classifier": "classifier", "store": "store", "sae": "sae-run"}
     for needle in ("classifier val top-1", "SAE held-out NMSE", "SAE held-out L0", "SAE held-out dead %", "part-pure latents"):
@@ -44,3 +65,18 @@ def test_demo_force_never_deletes_foreign_files(tmp_path, capsys):
     assert e.value.code == 2
     assert "did not write" in capsys.readouterr().err
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_demo_refuses_another_artifact_or_a_file_as_its_folder(tmp_path, capsys):
+    from visae.artifact import write_marker
+
+    store = tmp_path / "store"
+    store.mkdir()
+    write_marker(store, "store")
+    before = {p.name: p.read_bytes() for p in store.iterdir()}
+    (tmp_path / "file").write_text("x")
+    for out, says in ((store, "holds a visae store, not a demo"), (tmp_path / "file", "is a file, not a directory")):
+        with pytest.raises(SystemExit) as e:
+            main(["demo", "--quick", "--out", str(out)])
+        assert e.value.code == 2 and says in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in store.iterdir()} == before, "nothing written into the store"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -82,3 +83,17 @@ def test_sigkill_mid_extraction_then_cli_resume(folder, uninterrupted, tmp_path,
     assert r.exit_code == 0, r.output
     assert "conv2" in r.output and runner.invoke(app, ["store", "verify", str(out / "conv2")]).exit_code == 0
     assert files(out) == files(uninterrupted)
+
+
+def test_a_resume_over_other_images_at_the_same_path_is_refused(tmp_path):
+    from extract_fakes import make_folder
+
+    from visae.errors import VisaeError
+
+    imgs, out = make_folder(tmp_path / "imgs"), tmp_path / "s"
+    with pytest.raises(RuntimeError, match="injected"):
+        extract(cfg(imgs, out), backbone=FakeBackbone(fail_after=2))
+    shutil.rmtree(imgs)
+    make_folder(imgs, classes=("a", "c"))  # as many images, under the same path: another class
+    with pytest.raises(VisaeError, match=f"the images of folder:{imgs} are not the ones it began with"):
+        extract(cfg(imgs, out, resume=True), backbone=FakeBackbone())

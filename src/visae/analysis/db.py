@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -84,11 +85,15 @@ class DBWriter:
         self.rows.setdefault(table, []).extend(rows)
 
     def write(self, path: Path) -> None:
+        """Build the DB under a temporary name and rename it onto ``path``. Each write gets a new random
+        ``meta.db_id``: what is cached from a DB (heatmaps) is keyed by it."""
+        meta = {**self.meta, "db_id": uuid.uuid4().hex}
+
         def build(tmp: Path) -> None:
             con = sqlite3.connect(tmp)
             try:
                 con.executescript(SCHEMA)
-                con.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in self.meta.items()])
+                con.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
                 for table, rows in self.rows.items():
                     if rows:
                         marks = ", ".join("?" * len(rows[0]))

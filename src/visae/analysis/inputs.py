@@ -122,7 +122,8 @@ def read_run(run: str | Path) -> RunInfo:
     elif (path / "cfg.json").is_file():
         sae_dir = path
     elif marker is not None:
-        raise VisaeError(f"--run {path} is a visae {marker.get('kind')}, not a sae-run")
+        raise VisaeError(f"--run {path} is a visae {marker.get('kind')}, not a sae-run",
+                         "pass the directory `visae train` wrote (a store goes to --store)")
     else:
         raise VisaeError(f"--run {path} is not an SAE run (no visae.json, no cfg.json)", "pass the directory `visae train` wrote")
     cfg = json.loads((sae_dir / "cfg.json").read_text())
@@ -181,7 +182,7 @@ def open_sae(sae_dir: Path) -> torch.nn.Module:
 def open_store(path: Path) -> Any:
     from visae.store.reader import Store
 
-    return Store(path)
+    return Store(path).check()  # the scan reads every shard: refuse a damaged one before any work
 
 
 def check_compatible(run: RunInfo, store: Any, sae: torch.nn.Module) -> None:

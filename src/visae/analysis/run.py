@@ -18,14 +18,16 @@ from visae.analysis.inputs import (
 )
 from visae.analysis.labels import Labels, class_part_labels, clip_labels, vocabulary
 from visae.analysis.measures import UnitScores, score_scan, summarise
-from visae.analysis.overlays import HEATMAP_DIR
+from visae.analysis.overlays import HEATMAP_DIR, lock_dir
 from visae.analysis.parts import MIN_IMAGES, PURE_SHARE
 from visae.analysis.record import fill, latent_rows
 from visae.analysis.scan import ScanResult, scan
 from visae.analysis.stats import HIST_EDGES, SELECTIVE_INDEX
 from visae.analysis.units import PART_TOP, PER_IMAGE
+from visae.artifact import remove_leftovers
 from visae.config import Config
 from visae.errors import VisaeError
+from visae.lock import locked
 from visae.progress import info
 
 DENSE_FREQ = 0.1
@@ -69,10 +71,17 @@ class AnalyzeConfig(Config):
 def analyze(cfg: AnalyzeConfig) -> Path:
     """Scan the store once, compute per-latent statistics, top examples, class selectivity, part
     purity (with the raw-channel and random-init baselines) and labels; write RUN/features.sqlite
-    and return its path. ``summary(run)`` reads the headline numbers back."""
+    and return its path. ``summary(run)`` reads the headline numbers back. The run is locked while
+    the DB and its heatmap cache are replaced."""
+    run = read_run(cfg.run)
+    with locked(lock_dir(run.path)) as owned:
+        remove_leftovers(owned)
+        return _analyze(cfg, run)
+
+
+def _analyze(cfg: AnalyzeConfig, run: RunInfo) -> Path:
     from visae.device import resolve_device
 
-    run = read_run(cfg.run)
     db_path = run.path / DB_NAME
     if db_path.exists() and not cfg.force:
         raise VisaeError(f"{db_path} already exists", "pass --force to analyse again")
@@ -116,7 +125,7 @@ def analyze(cfg: AnalyzeConfig) -> Path:
     fill(writer, res, scores, grid=layout.map_grid, ids=table.ids_by_image(), labels_by_image=labels_by_image,
          latent_rows_=rows, class_names=class_names, part_names=images.part_names)  # fmt: skip
     writer.write(db_path)
-    shutil.rmtree(run.path / HEATMAP_DIR, ignore_errors=True)
+    shutil.rmtree(run.path / HEATMAP_DIR, ignore_errors=True)  # keyed by the old DB's id: never served again
     info(f"feature DB: {db_path}")
     return db_path
 

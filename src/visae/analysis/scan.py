@@ -7,9 +7,10 @@ the store. The pass collects, for every latent:
 
 - frequency, mean and max activation, a log-binned histogram (``stats``);
 - its top images ranked by max patch activation, by summed patch activation and (when the
-  analysed tokens include a CLS token) by CLS activation, each with the image's activation map;
-- class mass, fired-image counts and capped top patches (``units``), and the same for the two
-  baselines: the store's centred raw channels (each sign a unit) and a random-init SAE.
+  analysed tokens include a CLS token) by CLS activation, each with the image's activation map
+  (``top + spare`` candidates: near-duplicate images are dropped after the pass, ``dedup``);
+- class mass, fired-image counts, capped top patches and edge-cell mass (``units``), and the same
+  for the two baselines: the store's centred raw channels (each sign a unit) and a random-init SAE.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 from visae.analysis.inputs import KIND_CLS, KIND_PATCH, Batch, Layout, encode, iter_batches, sae_decoder
 from visae.analysis.stats import LatentStats, LatentSummary
 from visae.analysis.topk import TopK
-from visae.analysis.units import PART_TOP, PER_IMAGE, UnitResult, Units
+from visae.analysis.units import PART_TOP, PER_IMAGE, UnitResult, Units, edge_cells
 from visae.progress import make_progress
 
 __all__ = ["PART_TOP", "Ranked", "Scan", "ScanResult", "scan"]
@@ -57,12 +58,13 @@ class Scan:
     """Accumulators of one pass; ``add(batch)`` folds a batch in.
 
     ``raw_mean_D``: centre of the raw channels (None: no raw-channel baseline);
-    ``random_sae``: the random-init baseline SAE (None: none); ``device``: where SAEs encode.
+    ``random_sae``: the random-init baseline SAE (None: none); ``device``: where SAEs encode;
+    ``spare``: candidates kept beyond ``top`` (and beyond PART_TOP top patches) per list.
     """
 
     def __init__(self, sae: torch.nn.Module, layout: Layout, labels: np.ndarray, n_classes: int, top: int, *,
                  raw_mean_D: torch.Tensor | None = None, random_sae: torch.nn.Module | None = None,
-                 device: torch.device | None = None, per_image: int = PER_IMAGE):  # fmt: skip
+                 device: torch.device | None = None, per_image: int = PER_IMAGE, spare: int = 0):  # fmt: skip
         self.sae, self.random_sae, self.layout = sae, random_sae, layout
         self.device = device or torch.device("cpu")
         self.S = int(sae_decoder(sae).shape[0])
@@ -72,13 +74,15 @@ class Scan:
         self.stats = LatentStats(self.S)
         names = ["max", "sum"] + (["cls"] if layout.n_cls > 0 else [])
         payload = {"image": ((), torch.int64), "map": ((layout.G,), torch.float16)}
-        self.tops = {n: TopK(self.S, top, payload) for n in names}
+        self.tops = {n: TopK(self.S, top + spare, payload) for n in names}
         grid = layout.has_grid
-        self.units = {"sae": Units(self.S, n_classes, grid, per_image=per_image)}
+        kw = {"top": PART_TOP + spare, "per_image": per_image,
+              "edge_G": edge_cells(layout.grid_H, layout.grid_W) if grid else None}
+        self.units = {"sae": Units(self.S, n_classes, grid, **kw)}
         if raw_mean_D is not None:
-            self.units["raw"] = Units(2 * layout.dim, n_classes, grid, per_image=per_image)
+            self.units["raw"] = Units(2 * layout.dim, n_classes, grid, **kw)
         if random_sae is not None:
-            self.units["random"] = Units(int(sae_decoder(random_sae).shape[0]), n_classes, grid, per_image=per_image)
+            self.units["random"] = Units(int(sae_decoder(random_sae).shape[0]), n_classes, grid, **kw)
         self.class_tokens_L = torch.zeros(max(n_classes, 1), dtype=torch.int64)
         self.class_images_L = torch.zeros(max(n_classes, 1), dtype=torch.int64)
         self.n_images = 0
@@ -239,7 +243,7 @@ def _first_per_image(codes_TS: torch.Tensor, inv_T: torch.Tensor, mask_T: torch.
 def scan(store: Any, sae: torch.nn.Module, layout: Layout, labels: np.ndarray, n_classes: int, top: int,
          batch_images: int, *, kinds: frozenset[int] | None = None, **baselines: Any) -> ScanResult:
     """Run the pass over the analysed token kinds with a progress bar over the store's images;
-    ``baselines``: the keyword arguments of ``Scan`` (raw_mean_D, random_sae, device, per_image)."""
+    ``baselines``: the keyword arguments of ``Scan`` (raw_mean_D, random_sae, device, per_image, spare)."""
     acc = Scan(sae, layout, labels, n_classes, top, **baselines)
     seen = 0
     with make_progress() as progress:

@@ -166,7 +166,7 @@ def override_preprocess(pp: Preprocess, overrides: dict[str, Any]) -> Preprocess
         return Preprocess(**{**pp.model_dump(), **overrides})
     except ValidationError as e:
         err = e.errors()[0]
-        raise VisaeError(f"bad preprocessing value for '{err['loc'][0]}': {err['msg']}") from None
+        raise VisaeError(f"bad preprocessing value for '{err['loc'][0]}': {err['msg']}", "fix that value or leave it out") from None
 
 
 def describe_layout(layout: TokenLayout) -> str:

@@ -124,7 +124,14 @@ def _find_config(transformers: Any, rest: str, random_init: bool) -> tuple[Any, 
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise VisaeError(f"{path} has no config.json", "point hf: at a directory written by save_pretrained")
-        return transformers.AutoConfig.from_pretrained(path), str(path)
+        try:
+            return transformers.AutoConfig.from_pretrained(path), str(path)
+        except (OSError, ValueError, KeyError, TypeError) as e:  # not JSON, no or an unknown model_type, bad fields
+            raise VisaeError(
+                f"cannot read {path / 'config.json'} ({_first_line(e)})",
+                f"re-create it with save_pretrained, or upgrade transformers ({transformers.__version__}) if the "
+                "model type is newer than it",
+            ) from None
     if path.exists() or rest.startswith(("/", "./", "../", "~")):
         raise VisaeError(f"hf:{rest}: no such model directory", "give a directory written by save_pretrained, or a hub repo id")
     for local_only in (True, False):
@@ -163,12 +170,24 @@ def _load_weights(cls: Any, source: str | None, rest: str) -> torch.nn.Module:
             break
         except OSError as e:
             error = e
+        except Exception as e:  # safetensors / torch errors of a torn file, size mismatches of a wrong one
+            raise VisaeError(
+                f"cannot read the weights of hf:{rest} ({type(e).__name__}: {_first_line(e)})",
+                "the weights file is damaged or does not match config.json: save the model again (save_pretrained) "
+                "or download it again; --random-init builds the architecture without weights",
+            ) from None
     else:
         raise _no_weights(rest, f"{type(error).__name__}: {str(error).splitlines()[0]}")
     missing = info.get("missing_keys") or []
     if missing:
         warn(f"hf:{rest}: {len(missing)} weights are not in the checkpoint and stay random (e.g. {sorted(missing)[0]})")
     return model
+
+
+def _first_line(e: BaseException) -> str:
+    """The first sentence of an error's message (transformers' run on for several)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[0].split(". ", 1)[0].removesuffix(".")[:240] if lines else type(e).__name__
 
 
 def _caller(model: torch.nn.Module):

@@ -52,9 +52,9 @@ class ClassifierConfig(Config):
     seed: int = 0
     """Seed for the initial weights, the shuffling and the augmentation."""
 
-    size: int | None = Field(None, ge=8)
-    """Side of the square input in pixels (images are resized by the shorter side and centre-cropped);
-    None means 64 for a random init and the checkpoint's own size with `init`."""
+    size: int | None = Field(None, ge=8, le=4096)
+    """Side of the square input in pixels, 8 .. 4096 (images are resized by the shorter side and
+    centre-cropped); None means 64 for a random init and the checkpoint's own size with `init`."""
     patch_size: int = Field(4, ge=1)
     """Stem stride of the ConvNeXt (random init only): the first stage sees size / patch_size pixels."""
     hidden_sizes: tuple[int, ...] = (32, 64)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from visae.artifact import read_marker
+from visae.atomic import file_mode
 from visae.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from visae.errors import VisaeError
 
@@ -107,7 +108,16 @@ def _from_pretrained(cls: Any, target: str, local: bool, **kwargs: Any) -> Any:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise VisaeError(
             f"cannot load a {cls.__name__.removeprefix('Auto')} from '{target}' {where} ({first[:160]})",
+            "its files are damaged: train it again (`visae classifier train ... --force`) or pass another "
+            "save_pretrained dir" if local else
             "download it where there is internet (huggingface-cli download ORG/NAME) or pass a local save_pretrained dir",
+        ) from None
+    except Exception as e:  # safetensors / torch errors of a torn weights file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise VisaeError(
+            f"cannot read the weights of '{target}' ({type(e).__name__}: {first[:160]})",
+            "the weights file is damaged: train the classifier again (`visae classifier train ... --force`) or "
+            "restore the file",
         ) from None
     finally:
         hf_logging.set_verbosity(verbosity)
@@ -118,7 +128,7 @@ def _init_preprocess(target: str, local: bool, size: int | None) -> Preprocess:
     """The checkpoint's own normalisation (mean/std/crop_pct/size); ``size`` overrides its size."""
     meta_file = Path(target) / META
     if local and meta_file.is_file():
-        pre = Preprocess(**json.loads(meta_file.read_text())["preprocess"])
+        _, pre = _read_meta(Path(target))
         return pre.model_copy(update={"size": size}) if size else pre
     from transformers import AutoImageProcessor
 
@@ -166,6 +176,7 @@ def save_classifier(out: Path, model: nn.Module, preprocess: Preprocess) -> None
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         for f in sorted(tmp.iterdir()):
+            os.chmod(f, file_mode())  # safetensors writes 0600: give the files the user's usual mode
             os.replace(f, out / f.name)
     finally:
         hf_logging.enable_progress_bar()
@@ -184,9 +195,22 @@ def load_classifier(path: str | Path, flag: str = "--model") -> tuple[nn.Module,
         what = f"a visae {marker.get('kind')}" if marker else "not a visae artifact"
         raise VisaeError(f"{flag} {path} is {what}, not a classifier", "train one with `visae classifier train`")
     _check_complete(path, marker, flag)
-    meta = json.loads((path / META).read_text())
+    meta, preprocess = _read_meta(path)
     model = _from_pretrained(AutoModelForImageClassification, str(path), True)
-    return model.eval(), Preprocess(**meta["preprocess"]), meta
+    return model.eval(), preprocess, meta
+
+
+def _read_meta(path: Path) -> tuple[dict[str, Any], Preprocess]:
+    """``visae_classifier.json`` of a classifier dir and the preprocessing it records."""
+    try:
+        meta = json.loads((path / META).read_text())
+        return meta, Preprocess(**meta["preprocess"])
+    except (OSError, ValueError, KeyError, TypeError) as e:  # JSONDecodeError and pydantic's errors are ValueErrors
+        why = "it is missing" if isinstance(e, FileNotFoundError) else f"{type(e).__name__}: {str(e).strip()[:160]}"
+        raise VisaeError(
+            f"cannot read {path / META} ({why.splitlines()[0]})",
+            "the classifier dir is damaged: train it again with `visae classifier train ... --force`",
+        ) from None
 
 
 def _check_complete(path: Path, marker: dict[str, Any], flag: str) -> None:

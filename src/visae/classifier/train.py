@@ -35,6 +35,8 @@ from visae.data.base import Dataset, Split, open_dataset
 from visae.data.transforms import Preprocess
 from visae.device import resolve_device
 from visae.errors import VisaeError
+from visae.identity import check_same, dataset_identity
+from visae.lock import locked
 from visae.progress import info, make_progress
 
 CHECKPOINT = "checkpoint.pt"
@@ -54,6 +56,8 @@ class Run:
     epoch: int = 0
     seconds: float = 0.0
     rows: list[dict[str, Any]] | None = None
+    dataset: dict[str, Any] | None = None
+    """Identity of the dataset (``visae.identity``), kept in the checkpoint: a resume must read the same."""
 
 
 def train_classifier(cfg: ClassifierConfig) -> Path:
@@ -68,12 +72,15 @@ def train_classifier(cfg: ClassifierConfig) -> Path:
     if len(train_split) == 0:
         raise VisaeError(f"split '{train_split.name}' of {cfg.data} is empty", "choose another --train-split")
     model, preprocess = _build_model(cfg, ds)  # before touching --out: a bad --init leaves nothing behind
+    _probe_batch(train_split, preprocess, cfg.batch_size, cfg.data)  # and so does a folder of unreadable images
     model = model.to(device)
-    out = _prepare(cfg)
-    run = _start(cfg, model, train_split, preprocess, out)
-    _fit(cfg, run, train_split, val_split, preprocess, out)
-    final = _final_val(cfg, run, ds, val_split, preprocess)
-    _save(cfg, out, run, ds, preprocess, final, threads, (train_split.name, val_split.name))
+    data_id = dataset_identity(ds, [train_split, val_split])
+    with locked(cfg.out):  # one writer per output directory, until the model is saved
+        out = _prepare(cfg)
+        run = _start(cfg, model, train_split, preprocess, out, data_id)
+        _fit(cfg, run, train_split, val_split, preprocess, out)
+        final = _final_val(cfg, run, ds, val_split, preprocess)
+        _save(cfg, out, run, ds, preprocess, final, threads, (train_split.name, val_split.name))
     info(
         f"[bold green]done[/] {out}: val top-1 {final['top1']:.3f} on {final['n']} images "
         f"after {run.epoch} epochs, {run.seconds:.0f} s of training ({run.speed.name} on {device})"
@@ -98,11 +105,13 @@ def _build_model(cfg: ClassifierConfig, ds: Dataset) -> tuple[nn.Module, Preproc
     return build_random(cfg, ds.class_names, size), Preprocess(size=size, crop_pct=1.0)
 
 
-def _start(cfg: ClassifierConfig, model: nn.Module, split: Split, pre: Preprocess, out: Path) -> Run:
+def _start(cfg: ClassifierConfig, model: nn.Module, split: Split, pre: Preprocess, out: Path,
+           data_id: dict[str, Any]) -> Run:  # fmt: skip
     """Optimizer, schedule and speed choice; restored from the checkpoint when resuming."""
-    ckpt = torch.load(out / CHECKPOINT, weights_only=False, map_location="cpu") if (out / CHECKPOINT).is_file() else None
+    ckpt = _read_checkpoint(out / CHECKPOINT) if (out / CHECKPOINT).is_file() else None
     if ckpt is not None:
         _check_same_run(cfg, ckpt["config"])
+        check_same(ckpt.get("dataset"), data_id, "dataset", out)
         model.load_state_dict(ckpt["model"])
     steps_per_epoch = math.ceil(len(split) / cfg.batch_size)
     opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
@@ -114,8 +123,17 @@ def _start(cfg: ClassifierConfig, model: nn.Module, split: Split, pre: Preproces
         if speed.device_type != _device(model).type:  # resumed elsewhere: choose for this device
             speed = _choose_speed(cfg, model, split, pre)
         info(f"resuming {out} after epoch {ckpt['epoch']}/{cfg.epochs}")
-        return Run(model, opt, sched, speed, ckpt["epoch"], ckpt["seconds"], ckpt["rows"])
-    return Run(model, opt, sched, _choose_speed(cfg, model, split, pre), rows=[])
+        return Run(model, opt, sched, speed, ckpt["epoch"], ckpt["seconds"], ckpt["rows"], data_id)
+    return Run(model, opt, sched, _choose_speed(cfg, model, split, pre), rows=[], dataset=data_id)
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, weights_only=False, map_location="cpu")
+    except Exception as e:  # torch raises RuntimeError, EOFError or UnpicklingError for a torn file
+        reason = str(e).strip().splitlines()[0].split(". ")[0][:200] if str(e).strip() else type(e).__name__
+        raise VisaeError(f"cannot read the checkpoint {path} ({type(e).__name__}: {reason})",
+                         "it is damaged: rerun with --force to train from the start") from None  # fmt: skip
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -125,7 +143,7 @@ def _device(model: nn.Module) -> torch.device:
 def _choose_speed(cfg: ClassifierConfig, model: nn.Module, split: Split, pre: Preprocess) -> Speed:
     if _device(model).type != "cpu":
         return gpu_speed(cfg.precision, cfg.channels_last, _device(model).type)
-    x_BCHW, labels_B = _probe_batch(split, pre, cfg.batch_size)
+    x_BCHW, labels_B = _probe_batch(split, pre, cfg.batch_size, cfg.data)
     speed = choose_speed(model, x_BCHW, labels_B, cfg.precision, cfg.channels_last)
     if speed.step_ms:
         timings = ", ".join(f"{k} {v:.0f} ms" for k, v in speed.step_ms.items())
@@ -133,11 +151,18 @@ def _choose_speed(cfg: ClassifierConfig, model: nn.Module, split: Split, pre: Pr
     return speed
 
 
-def _probe_batch(split: Split, pre: Preprocess, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """One real training batch (for timing the compute variants)."""
+def _probe_batch(split: Split, pre: Preprocess, batch_size: int, data: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One real training batch (for timing the compute variants); refuses a split with no readable image."""
     from visae.data.loader import ImageLoader
 
-    batch = next(iter(ImageLoader(split, pre, batch_size, shuffle=True, seed=0)))
+    loader = ImageLoader(split, pre, batch_size, shuffle=True, seed=0)
+    batch = next(iter(loader), None)
+    if batch is None:
+        first = f" (first: {loader.skipped[0][0]}: {loader.skipped[0][1]})" if loader.skipped else ""
+        raise VisaeError(
+            f"none of the {len(split)} images of split '{split.name}' of {data} could be read{first}",
+            f"check the files (`visae data info {data}` counts the readable ones), or choose another --data",
+        )
     return batch.pixels_BCHW, torch.as_tensor(batch.labels_B).clamp(min=0)
 
 
@@ -233,6 +258,7 @@ def _checkpoint(cfg: ClassifierConfig, run: Run, out: Path) -> None:
         "speed": {"bf16": run.speed.bf16, "channels_last": run.speed.channels_last, "step_ms": run.speed.step_ms,
                   "device_type": run.speed.device_type},  # fmt: skip
         "config": cfg.model_dump(mode="json"),
+        "dataset": run.dataset,
     }
     write_with(out / CHECKPOINT, lambda p: torch.save(state, p))
 

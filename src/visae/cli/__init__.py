@@ -1,15 +1,18 @@
 """The ``visae`` command: parse flags into a stage config, call the stage, print.
 
 No logic lives here. Each stage has its own small CLI module that adds its commands to
-``app``; ``main`` turns a ``VisaeError`` into one line on stderr and exit status 2.
+``app``; ``main`` is the one error path: any exception becomes one line on stderr
+(``visae.cli.failure.explain``) and exit status 2, with the traceback under ``--debug``
+or VISAE_DEBUG=1. Usage errors keep click's output and status 2; Ctrl-C exits 130.
 """
 
 from __future__ import annotations
 
 import sys
+import traceback
 
-from visae.cli.app import app
-from visae.errors import VisaeError
+from visae.cli.app import INTERRUPTED, app, debug_wanted, settings
+from visae.cli.failure import FileEndedEarly, explain
 
 # Each import adds its commands to ``app``, in pipeline order (the order --help lists them).
 from visae.cli import data as _data  # noqa: F401,E402
@@ -31,14 +34,30 @@ def version() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run the ``visae`` command line (``argv`` without the program name; None: sys.argv)."""
+    settings.debug = False
     try:
         app(args=argv, prog_name="visae", standalone_mode=True)
-    except VisaeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted; partial outputs are kept and the stage can be resumed", file=sys.stderr)
+    except KeyboardInterrupt:  # outside a command (a command's own is reported by the root group)
+        print(INTERRUPTED, file=sys.stderr)
         sys.exit(130)
+    except Exception as e:  # MemoryError included
+        if debug_wanted():
+            shown = e.error if isinstance(e, FileEndedEarly) else e
+            _unsuppress(shown)
+            traceback.print_exception(shown, file=sys.stderr)
+        sys.stdout.flush()
+        print(f"error: {explain(e)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _unsuppress(e: BaseException | None) -> None:
+    """Show, under --debug, the library errors that a ``raise VisaeError(...) from None`` hid."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        e.__suppress_context__ = False
+        e = e.__cause__ or e.__context__
 
 
 __all__ = ["app", "main"]

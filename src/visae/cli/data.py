@@ -67,7 +67,9 @@ def info(
     table.add_row("classes", f"{d['num_classes']}: " + ", ".join(d["class_names"][:8]) + (" ..." if d["num_classes"] > 8 else ""))
     for name, s in d["splits"].items():
         shape = "x".join(map(str, s["image_shape"])) if s.get("image_shape") else "files"
-        table.add_row(f"split {name}", f"{s['size']} images ({s['labelled']} labelled), {shape}")
+        bad = s.get("unreadable")
+        unreadable = f"; {bad['count']} unreadable file(s) left out (first: {bad['first'][0]})" if bad else ""
+        table.add_row(f"split {name}", f"{s['size']} images ({s['labelled']} labelled), {shape}{unreadable}")
     if d.get("hierarchy"):
         h = d["hierarchy"]
         table.add_row("hierarchy", " -> ".join(f"{lv} ({h['sizes'][lv]})" for lv in h["levels"]))

@@ -24,7 +24,7 @@ def layers(
         bool, typer.Option("--random-init", help="Build the architecture with random weights on purpose (no weights needed).")
     ] = False,
     filter: Annotated[str | None, typer.Option("--filter", help="Only list layers whose name contains this string.")] = None,
-    size: Annotated[int | None, typer.Option("--size", help="Input side in pixels (default: the model's own).")] = None,
+    size: Annotated[int | None, typer.Option("--size", help="Input side in pixels, 1 to 4096 (default: the model's own).")] = None,
     device: Annotated[str, typer.Option("--device", help="Torch device for the dummy forward.")] = "cpu",
 ) -> None:
     """List the layers of MODEL that visae can capture, in forward order.

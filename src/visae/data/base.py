@@ -64,6 +64,14 @@ class Split(ABC):
     def labels(self) -> np.ndarray:
         return np.array([self.label(i) for i in range(len(self))], dtype=np.int64)
 
+    def unreadable(self, i: int) -> str | None:
+        """Why image ``i`` cannot be read, or None when it can (file sources check more cheaply than this decode)."""
+        try:
+            self[i]
+        except CorruptImage as e:
+            return e.reason
+        return None
+
 
 def read_only(array: np.ndarray) -> np.ndarray:
     """``array`` marked read-only, so a split can hand out its labels without copying them."""
@@ -92,6 +100,9 @@ class ArraySplit(Split):
 
     def label(self, i: int) -> int:
         return int(self.labels[i])
+
+    def unreadable(self, i: int) -> str | None:
+        return None  # arrays of pixels are always readable
 
     def __getitem__(self, i: int) -> Sample:
         if not -len(self) <= i < len(self):

@@ -39,13 +39,16 @@ def layer_dir(layer: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", layer)
 
 
-def fingerprint(cfg: ExtractConfig, layer: str, preprocess: dict[str, Any], shard_tokens: int) -> dict[str, Any]:
-    """The settings a resumed extraction must share with the run it continues.
+def fingerprint(cfg: ExtractConfig, layer: str, preprocess: dict[str, Any], shard_tokens: int,
+                data_fingerprint: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """The settings a resumed extraction must share with the run it continues, and the identity of
+    the images (``visae.identity.dataset_identity`` of the split: the same spec must still name the
+    same images).
 
     What only changes where or how fast the work runs (device, workers) is left out, so a
     store begun on a GPU can be finished on a CPU and the other way round.
     """
-    return {
+    return ({"data_fingerprint": data_fingerprint} if data_fingerprint else {}) | {
         "model": cfg.model,
         "random_init": cfg.random_init,
         "layer": layer,
@@ -61,7 +64,8 @@ def fingerprint(cfg: ExtractConfig, layer: str, preprocess: dict[str, Any], shar
     }
 
 
-def new_meta(cfg: ExtractConfig, layer: str, layout: Any, preprocess: dict[str, Any], split: str, planned: int) -> StoreMeta:
+def new_meta(cfg: ExtractConfig, layer: str, layout: Any, preprocess: dict[str, Any], split: str, planned: int,
+             data_fingerprint: str | None = None) -> StoreMeta:  # fmt: skip
     shard_tokens = cfg.shard_tokens or auto_shard_tokens(layout.dim, storage_dtype(cfg.dtype).itemsize)
     return StoreMeta(
         backbone=cfg.model,
@@ -77,7 +81,7 @@ def new_meta(cfg: ExtractConfig, layer: str, layout: Any, preprocess: dict[str, 
         shard_tokens=shard_tokens,
         planned_images=planned,
         checksum=default_checksum(),
-        config=fingerprint(cfg, layer, preprocess, shard_tokens),
+        config=fingerprint(cfg, layer, preprocess, shard_tokens, data_fingerprint),
     )
 
 
@@ -100,9 +104,11 @@ def open_writer(path: Path, meta: StoreMeta, cfg: ExtractConfig) -> StoreWriter:
         prepare_out(path, KIND, force=cfg.force)
         return StoreWriter.create(path, meta)
     old = load_meta(path)
-    changed = [k for k in sorted(set(old.config) | set(meta.config)) if old.config.get(k) != meta.config.get(k)]
+    changed = [k for k in sorted(set(old.config) | set(meta.config)) if old.config.get(k) != meta.config.get(k)
+               and (k != "data_fingerprint" or k in old.config)]  # stores from before it was recorded: not checked
     if changed:
-        what = ", ".join(f"{k}: {old.config.get(k)!r} -> {meta.config.get(k)!r}" for k in changed[:3])
+        what = ", ".join(f"{k}: {old.config.get(k)!r} -> {meta.config.get(k)!r}" if k != "data_fingerprint"
+                         else f"the images of {cfg.data} are not the ones it began with" for k in changed[:3])  # fmt: skip
         raise VisaeError(
             f"{path} holds a store extracted with other settings ({what})",
             "rerun with the original settings to resume it, pass --force to replace it, or choose another --out",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from contextlib import ExitStack
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,8 @@ import torch
 from visae.errors import VisaeError
 from visae.extraction.config import ExtractConfig
 from visae.extraction.outputs import Target, new_meta, open_writer, store_paths
+from visae.identity import dataset_identity
+from visae.lock import locked
 from visae.progress import info, make_progress
 from visae.store.format import INDEX_DTYPE
 from visae.store.reader import Store
@@ -26,8 +29,14 @@ from visae.store.reader import Store
 def extract(cfg: ExtractConfig, *, backbone: Any = None) -> Store | dict[str, Store]:
     """Extract, resume or confirm the stores of ``cfg``; one Store, or layer -> Store for several layers.
 
-    ``backbone``: the already loaded Backbone of ``cfg.model`` (saves loading it twice).
+    ``backbone``: the already loaded Backbone of ``cfg.model`` (saves loading it twice). ``--out`` is
+    locked from the start (a second writer is refused before it loads a model) to the end.
     """
+    with locked(cfg.out):
+        return _extract(cfg, backbone)
+
+
+def _extract(cfg: ExtractConfig, backbone: Any) -> Store | dict[str, Store]:
     from visae.data.base import open_dataset
 
     bb = backbone if backbone is not None else load_backbone(cfg)
@@ -41,17 +50,20 @@ def extract(cfg: ExtractConfig, *, backbone: Any = None) -> Store | dict[str, St
     if planned == 0:
         raise VisaeError(f"split '{split.name}' of {cfg.data} has no images", "choose another --split or --data")
     preprocess = bb.preprocess.model_dump(mode="json")
-    targets = []
-    for layer, path in store_paths(cfg, layers).items():
-        meta = new_meta(cfg, layer, bb.layout(layer), preprocess, split.name, planned)
-        targets.append(Target(layer, path, bb.layout(layer), open_writer(path, meta, cfg)))
-    todo = [t for t in targets if not t.writer.meta.complete]
-    if todo:
-        first = min(t.writer.resume_point() for t in todo)  # a split index
-        start = int(np.searchsorted(order, first)) // cfg.batch_size * cfg.batch_size  # a position in ``order``
-        for t in todo:
-            t.writer.resume_from(int(order[start]) if start < planned else int(order[-1]) + 1)
-        _extract_batches(cfg, bb, split, todo, start, order)
+    data_fp = dataset_identity(ds, [split])["fingerprint"]
+    with ExitStack() as held:  # and each layer's store of a store-set, until the end
+        targets = []
+        for layer, path in store_paths(cfg, layers).items():
+            held.enter_context(locked(path))
+            meta = new_meta(cfg, layer, bb.layout(layer), preprocess, split.name, planned, data_fp)
+            targets.append(Target(layer, path, bb.layout(layer), open_writer(path, meta, cfg)))
+        todo = [t for t in targets if not t.writer.meta.complete]
+        if todo:
+            first = min(t.writer.resume_point() for t in todo)  # a split index
+            start = int(np.searchsorted(order, first)) // cfg.batch_size * cfg.batch_size  # a position in ``order``
+            for t in todo:
+                t.writer.resume_from(int(order[start]) if start < planned else int(order[-1]) + 1)
+            _extract_batches(cfg, bb, split, todo, start, order)
     stores = {t.layer: Store(t.path) for t in targets}
     return stores[layers[0]] if len(layers) == 1 else stores
 
@@ -98,6 +110,8 @@ def _extract_batches(cfg: ExtractConfig, bb: Any, split: Any, todo: list[Target]
             progress.update(task, completed=next_pos, info=rate)
         _record_unreadable(split, loader.skipped, order[next_pos:].tolist(), set(), todo)
         progress.update(task, completed=planned)
+    if n_tokens == 0 and all(t.writer.meta.n_tokens == 0 for t in todo):
+        _nothing_stored(cfg, split, todo[0].writer.meta.skipped)
     for t in todo:
         t.writer.close()
     dt = time.perf_counter() - t0
@@ -160,6 +174,16 @@ def _nonfinite_images(cfg: ExtractConfig, batch: Any, per_layer: list) -> dict[i
             hint = "the values exceed the fp16 range: use --dtype bf16 or fp32, or " + hint.removeprefix("pass ")
         raise VisaeError(f"NaN/Inf activations ({reason}) for {len(ids)} image(s): {shown}", hint + "; then rerun with --resume")
     return bad
+
+
+def _nothing_stored(cfg: ExtractConfig, split: Any, skipped: list) -> None:
+    """Refuse to mark a store complete that holds no image (every one unreadable, or NaN and skipped)."""
+    first = f" (first: {skipped[0].id}: {skipped[0].reason})" if skipped else ""
+    raise VisaeError(
+        f"none of the {len(skipped)} images of split '{split.name}' of {cfg.data} could be stored{first}; "
+        f"the store is left unfinished",
+        f"check the files (`visae data info {cfg.data}` counts the readable ones), or choose another --data or --split",
+    )
 
 
 def _record_unreadable(split: Any, skipped: list, span: Iterable[int], seen: set[int], todo: list[Target]) -> None:

@@ -7,10 +7,12 @@ from pathlib import Path
 from pydantic import Field
 
 from visae.analysis.db import FeatureDB
-from visae.analysis.overlays import Overlays
+from visae.analysis.overlays import Overlays, lock_dir
+from visae.artifact import remove_leftovers
 from visae.atomic import write_text
 from visae.config import Config
 from visae.errors import VisaeError
+from visae.lock import locked
 from visae.progress import info
 from visae.report import sections
 from visae.report.template import CSS, GENERATOR, PAGE
@@ -34,12 +36,16 @@ class ReportConfig(Config):
 
 
 def report(cfg: ReportConfig) -> Path:
-    """Write the report and return its path."""
+    """Write the report and return its path. The run is locked meanwhile (the heatmap cache is written
+    into it); the HTML file is written atomically, wherever it goes."""
     out = cfg.out or Path(cfg.run) / "report.html"
     _guard(out, cfg.force)
-    with FeatureDB(cfg.run) as db:
+    FeatureDB(cfg.run).close()  # no DB (or a foreign one): refused before anything is locked or created
+    with locked(lock_dir(cfg.run)) as owned, FeatureDB(cfg.run) as db:
+        remove_leftovers(owned)
         ov = Overlays(cfg.run, size=cfg.thumb)
         try:
+            ov.prune()
             body = "\n".join([
                 sections.header(db), sections.density(db), sections.purity(db),
                 sections.selective(db, ov, cfg.latents, cfg.images),
@@ -49,7 +55,7 @@ def report(cfg: ReportConfig) -> Path:
         finally:
             ov.close()
         title = f"visae · {db.meta['backbone']} · {db.meta['layer']}"
-    write_text(out, PAGE.format(generator=GENERATOR, title=sections.esc(title), css=CSS, body=body))
+        write_text(out, PAGE.format(generator=GENERATOR, title=sections.esc(title), css=CSS, body=body))
     info(f"report: {out}")
     return out
 
@@ -57,6 +63,9 @@ def report(cfg: ReportConfig) -> Path:
 def _guard(out: Path, force: bool) -> None:
     if out.is_dir():
         raise VisaeError(f"--out {out} is a directory", "give a file name such as report.html")
+    parent = next((p for p in out.absolute().parents if p.exists()), None)  # before any heatmap is rendered
+    if parent is not None and not parent.is_dir():
+        raise VisaeError(f"--out {out}: {parent} is a file, not a directory", "choose another --out")
     if out.exists() and not force:
         head = out.read_bytes()[:600].decode(errors="replace")
         if f'content="{GENERATOR}"' not in head:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from visae.artifact import prepare_out, write_marker
 from visae.config import Config
+from visae.lock import locked
 from visae.sae.importers import load_sae
 from visae.sae.saelens import save_saelens
 
@@ -25,7 +26,8 @@ class ExportConfig(Config):
 
 def export(cfg: ExportConfig) -> Path:
     sae = load_sae(cfg.src, cfg.name)
-    out = prepare_out(cfg.out, "sae-export", force=cfg.force)
-    save_saelens(sae, out)
-    write_marker(out, "sae-export", source=str(Path(cfg.src).resolve()), arch=sae.spec.arch)
+    with locked(cfg.out):
+        out = prepare_out(cfg.out, "sae-export", force=cfg.force)
+        save_saelens(sae, out)
+        write_marker(out, "sae-export", source=str(Path(cfg.src).resolve()), arch=sae.spec.arch)
     return out

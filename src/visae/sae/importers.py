@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 from visae.artifact import read_marker
 from visae.errors import VisaeError
 from visae.sae.base import SAE, SAESpec, create_sae
-from visae.sae.saelens import CFG_FILE, WEIGHTS_FILE, fold_b_dec_into_b_enc, load_saelens, read_cfg
+from visae.sae.saelens import CFG_FILE, WEIGHTS_CHECKSUM, WEIGHTS_FILE, fold_b_dec_into_b_enc, load_saelens, read_cfg
 
 RUN_KIND = "sae-run"
 RUN_SAES = "saes"
@@ -51,6 +51,8 @@ def load_sae(path: str | Path, name: str | None = None) -> SAE:
         return load_saelens(path)
     if (path / CFG_FILE).is_file() and (path / "sae.safetensors").is_file():
         return load_sparsify(path)
+    if (path / CFG_FILE).is_file() and WEIGHTS_CHECKSUM in (read_cfg(path).get("visae") or {}):
+        return load_saelens(path)  # a visae SAE folder that lost its weights: says which file is missing
     if (path / "ae.pt").is_file():
         return load_dictionary_learning(path / "ae.pt")
     raise VisaeError(
@@ -77,9 +79,14 @@ def _load_from_run(run_dir: Path, name: str | None) -> SAE:
 def load_sparsify(folder: Path) -> SAE:
     """An EleutherAI sparsify SparseCoder folder (TopK activation)."""
     cfg = read_cfg(folder)
-    t = load_file(str(folder / "sae.safetensors"))
+    try:
+        t = load_file(str(folder / "sae.safetensors"))
+    except Exception as e:  # safetensors raises its own errors for torn headers and short files
+        raise VisaeError(f"{folder / 'sae.safetensors'} cannot be read ({e})",
+                         "it is damaged: restore it from its source (download or save it again)") from None  # fmt: skip
     if cfg.get("transcode") or "W_skip" in t or cfg.get("activation", "topk") != "topk":
-        raise VisaeError(f"{folder}: only plain top-k sparsify SAEs are supported (no transcoders, skips or groupmax)")
+        raise VisaeError(f"{folder}: only plain top-k sparsify SAEs are supported (no transcoders, skips or groupmax)",
+                         "pass a plain top-k SAE")
     S, D = t["encoder.weight"].shape
     spec = SAESpec.build(arch="topk", d_in=D, d_sae=S, k=cfg.get("k"))
     tensors = {"W_enc": t["encoder.weight"].t(), "b_enc": t["encoder.bias"], "W_dec": t["W_dec"], "b_dec": t["b_dec"]}
@@ -91,14 +98,15 @@ def load_dictionary_learning(ae_path: Path) -> SAE:
     try:
         sd = torch.load(ae_path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise VisaeError(f"{ae_path} cannot be read as a state dict ({e})") from None
+        raise VisaeError(f"{ae_path} cannot be read as a state dict ({e})", "it is damaged or not an ae.pt: save it again") from None
     dict_class = _dict_class(ae_path.parent)
     meta = {"source": "dictionary_learning", "dict_class": dict_class, "path": str(ae_path)}
     if "W_enc" in sd:
         return _dl_w_layout(sd, dict_class, meta)
     if "encoder.weight" in sd and "decoder.weight" in sd:
         return _dl_linear_layout(sd, dict_class, meta)
-    raise VisaeError(f"{ae_path}: unrecognised dictionary_learning keys {sorted(sd)[:8]}")
+    raise VisaeError(f"{ae_path}: unrecognised dictionary_learning keys {sorted(sd)[:8]}",
+                     "export it as SAELens (cfg.json + sae_weights.safetensors) and pass that folder")
 
 
 def _dl_w_layout(sd: dict[str, Any], dict_class: str | None, meta: dict) -> SAE:
@@ -123,7 +131,7 @@ def _dl_linear_layout(sd: dict[str, Any], dict_class: str | None, meta: dict) ->
     S, D = sd["encoder.weight"].shape
     b_dec = sd.get("b_dec", sd.get("bias"))
     if b_dec is None:
-        raise VisaeError("dictionary_learning state dict has neither 'bias' nor 'b_dec'")
+        raise VisaeError("dictionary_learning state dict has neither 'bias' nor 'b_dec'", "check that it is an SAE's ae.pt")
     tensors = {"W_enc": sd["encoder.weight"].t(), "b_enc": sd["encoder.bias"], "W_dec": sd["decoder.weight"].t(), "b_dec": b_dec}
     if "k" not in sd:
         return _build(SAESpec.build(arch="relu", d_in=D, d_sae=S), tensors, meta)

@@ -133,6 +133,8 @@ class Member:
             "since_fired_S": self.since_fired_S.cpu(),
             "count_S": self.count_S.cpu(),
             "count_tokens": self.count_tokens,
+            "last": dict(self.last),  # a run resumed at its last step saves these figures as an uninterrupted run
+            "heldout": self.heldout,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -141,6 +143,8 @@ class Member:
         self.since_fired_S.copy_(state["since_fired_S"])
         self.count_S.copy_(state["count_S"])
         self.count_tokens = state["count_tokens"]
+        self.last = dict(state.get("last") or {})  # (checkpoints written before they were kept: {})
+        self.heldout = state.get("heldout")
 
 
 class NonFiniteLoss(VisaeError):

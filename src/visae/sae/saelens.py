@@ -8,7 +8,8 @@ SAELens 6 ``metadata`` block (backbone as ``model_name``, layer as ``hook_name``
 as ``dataset_path``, ...), the same names under ``meta`` as visae 0.1 wrote them, and
 visae's own metadata under ``"visae"`` (the exact architecture and spec, backbone, layer,
 token layout, store statistics). Normalisation is folded into the weights: a saved SAE
-takes raw activations (``normalize_activations: "none"``).
+takes raw activations (``normalize_activations: "none"``). ``visae.weights_checksum`` records the
+weights file's checksum; loading verifies it (folders of other writers have none).
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from visae.atomic import write_json, write_with
+from visae.checksum import check_file, default_checksum, hash_file
 from visae.errors import VisaeError
 from visae.sae.base import SAE, SAESpec, create_sae
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
+WEIGHTS_CHECKSUM = "weights_checksum"
+"""Key of cfg.json's ``visae`` block: ``'algo:hexdigest'`` of sae_weights.safetensors."""
 
 FROM_SAELENS_ARCH = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu"}
 """SAELens inference architecture -> the visae architecture computing the same function."""
@@ -106,8 +110,16 @@ def save_saelens(sae: SAE, folder: str | Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.float().contiguous().cpu() for k, v in sae.saelens_tensors().items()}
-    write_with(folder / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp)))
-    write_json(folder / CFG_FILE, saelens_cfg(sae))
+    digest: list[str] = []
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp))
+        digest.append(hash_file(tmp, default_checksum()))
+
+    write_with(folder / WEIGHTS_FILE, write)
+    cfg = saelens_cfg(sae)
+    cfg["visae"][WEIGHTS_CHECKSUM] = digest[0]
+    write_json(folder / CFG_FILE, cfg)
     return folder
 
 
@@ -122,7 +134,7 @@ def load_saelens(folder: str | Path) -> SAE:
     """Read a SAELens folder (written by visae or by SAELens) into a visae SAE."""
     folder = Path(folder)
     cfg = read_cfg(folder)
-    tensors = load_file(str(folder / WEIGHTS_FILE))
+    tensors = _load_weights(folder, (cfg.get("visae") or {}).get(WEIGHTS_CHECKSUM))
     spec = _spec_from_cfg(cfg, folder)
     norm = cfg.get("normalize_activations", "none") or "none"
     if norm != "none":
@@ -134,9 +146,26 @@ def load_saelens(folder: str | Path) -> SAE:
         tensors = fold_b_dec_into_b_enc(tensors)
     sae = create_sae(spec)
     sae.load_saelens_tensors({k: v.float() for k, v in tensors.items()})
-    visae_meta = {k: v for k, v in cfg.get("visae", {}).items() if k not in ("arch", "spec")}
+    visae_meta = {k: v for k, v in cfg.get("visae", {}).items() if k not in ("arch", "spec", WEIGHTS_CHECKSUM)}
     sae.meta = visae_meta or _meta_from_saelens(cfg)
     return sae
+
+
+def _load_weights(folder: Path, expected: str | None) -> dict[str, torch.Tensor]:
+    """The weights file's tensors, checked first against the checksum cfg.json records (visae's folders)."""
+    path = folder / WEIGHTS_FILE
+    ours = isinstance(expected, str) and ":" in expected
+    repair = ("retrain the SAE (rerun its `visae train` command with --resume to rewrite it from the last "
+              "checkpoint, or with --force) or restore the file" if ours
+              else "restore the file from its source (download or export it again)")  # fmt: skip
+    if ours:
+        check_file(path, str(expected), what=f"{WEIGHTS_FILE} of {folder}", repair=repair)
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise VisaeError(f"{WEIGHTS_FILE} of {folder} is missing", repair) from None
+    except Exception as e:  # safetensors raises its own errors for torn headers and short files
+        raise VisaeError(f"{WEIGHTS_FILE} of {folder} cannot be read ({e})", repair) from None
 
 
 def fold_b_dec_into_b_enc(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

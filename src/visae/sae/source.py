@@ -59,7 +59,7 @@ class TensorSource:
 
     def __init__(self, acts_ND: Tensor, meta: Any = None):
         if acts_ND.ndim != 2 or acts_ND.shape[0] == 0:
-            raise VisaeError(f"a token source needs a non-empty [N, D] tensor, got {tuple(acts_ND.shape)}")
+            raise VisaeError(f"a token source needs a non-empty [N, D] tensor, got {tuple(acts_ND.shape)}", "pass tokens as rows")
         self.acts_ND = acts_ND
         self.d = acts_ND.shape[1]
         acts = acts_ND.double()
@@ -85,7 +85,7 @@ class TensorSource:
         N = len(self)
         per_epoch = (N // batch_size) * batch_size if drop_last else N
         if per_epoch == 0:
-            raise VisaeError(f"batch size {batch_size} is larger than the {N} tokens available")
+            raise VisaeError(f"batch size {batch_size} is larger than the {N} tokens available", "lower --batch-size")
         epoch, offset = divmod(start, per_epoch)
         while epochs is None or epoch < epochs:
             order = self._order(epoch, seed) if shuffle else torch.arange(N)

@@ -23,10 +23,13 @@ from visae.artifact import prepare_out, write_marker
 from visae.atomic import write_json, write_text, write_with
 from visae.device import resolve_device
 from visae.errors import VisaeError
+from visae.identity import check_same, store_identity
+from visae.lock import locked
 from visae.progress import info, make_progress
 from visae.sae.base import SAE, create_sae
 from visae.sae.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from visae.sae.evaluate import evaluate
+from visae.sae.guards import plan
 from visae.sae.importers import RUN_KIND, RUN_SAES, load_sae, run_sae_dirs
 from visae.sae.init import init_b_dec, sample_tokens
 from visae.sae.member import Member
@@ -35,6 +38,7 @@ from visae.sae.source import TokenSource
 from visae.sae.train_config import TrainConfig
 
 CONFIG_FILE = "train.json"
+INPUTS_FILE = "inputs.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 BULKY_STORE_FIELDS = {"shards", "skipped", "stats", "config"}
@@ -60,17 +64,25 @@ def open_source(store: str) -> TokenSource:
         from visae.store import Store  # type: ignore[attr-defined]
     except ImportError:
         raise VisaeError("the activation store reader (visae.store) is not installed", "reinstall visae") from None
-    return Store(store)
+    return Store(store).check()  # every shard file against its checksum, before the run directory is touched
 
 
 def train(cfg: TrainConfig, source: TokenSource | None = None) -> Run:
     """Train the SAEs of ``cfg`` on ``source`` (default: the store at ``cfg.store``).
 
     A share of the images (``cfg.holdout``) or another store (``cfg.eval_store``) is kept out
-    of training; the inference-time SAE is evaluated on it during and after training.
+    of training; the inference-time SAE is evaluated on it during and after training. The run
+    directory is locked throughout (one writer at a time); a resume checks that it reads the
+    store the run began with (``RUN/inputs.json``).
     """
+    with locked(cfg.out):
+        return _train(cfg, source)
+
+
+def _train(cfg: TrainConfig, source: TokenSource | None) -> Run:
     source = source if source is not None else open_source(cfg.store)
     train_src, eval_src = split_source(source, cfg)
+    cfg = plan(cfg, train_src, source.d)  # defaults fitted to the store, warnings, refusals
     tokens = cfg.training_tokens or len(train_src)
     total_steps = tokens // cfg.batch_size
     if cfg.batch_size > len(train_src) or total_steps == 0:
@@ -79,7 +91,7 @@ def train(cfg: TrainConfig, source: TokenSource | None = None) -> Run:
             "lower --batch-size or raise --training-tokens",
         )
     out = prepare_out(cfg.out, RUN_KIND, force=cfg.force, resume=cfg.resume)
-    state = _check_resume(out, cfg) if cfg.resume else None
+    state = _check_resume(out, cfg, source) if cfg.resume else None
     device = resolve_device(cfg.device)
     mean_D, scale = _normalisation(train_src, cfg, device)
     dead_tokens = dead_window(cfg, total_steps * cfg.batch_size)
@@ -87,6 +99,7 @@ def train(cfg: TrainConfig, source: TokenSource | None = None) -> Run:
     members = [Member(hp, create_sae(hp.spec(source.d)).to(device), cfg, total_steps, dead_tokens) for hp in cfg.saes]
     if state is None:
         write_json(out / CONFIG_FILE, cfg.model_dump(mode="json"))
+        write_json(out / INPUTS_FILE, _inputs(cfg, source))
         write_marker(out, RUN_KIND, saes=[m.name for m in members], complete=False)
         _init(members, train_src, cfg, mean_D, scale)
         _truncate_metrics(out, 0)  # a --resume before the first checkpoint restarts at step 0
@@ -162,7 +175,7 @@ def _init(members: list[Member], source: TokenSource, cfg: TrainConfig, mean_D, 
         init_b_dec(m.sae, sample)
 
 
-def _check_resume(out: Path, cfg: TrainConfig) -> dict[str, Any] | None:
+def _check_resume(out: Path, cfg: TrainConfig, source: TokenSource) -> dict[str, Any] | None:
     f = out / CONFIG_FILE
     if not f.is_file():
         return None
@@ -174,7 +187,28 @@ def _check_resume(out: Path, cfg: TrainConfig) -> dict[str, Any] | None:
             f"cannot resume {out}: the config changed ({', '.join(changed)})",
             "rerun with the original settings, or pass --force to start a new run",
         )
+    _check_inputs(out, cfg, source)
     return load_checkpoint(out) or None
+
+
+def _inputs(cfg: TrainConfig, source: TokenSource) -> dict[str, Any]:
+    """RUN/inputs.json: the identities of the stores the run reads (None for an in-memory source)."""
+    return {"store": store_identity(source),
+            "eval_store": store_identity(open_source(cfg.eval_store)) if cfg.eval_store else None}  # fmt: skip
+
+
+def _check_inputs(out: Path, cfg: TrainConfig, source: TokenSource) -> None:
+    """Refuse to resume against another store than the run began with (same path, other content)."""
+    f, now = out / INPUTS_FILE, _inputs(cfg, source)
+    if not f.is_file():  # a run begun before visae recorded its inputs: from now on
+        write_json(f, now)
+        return
+    try:
+        recorded = json.loads(f.read_text())
+    except (OSError, json.JSONDecodeError):
+        raise VisaeError(f"{f} is unreadable", "pass --force to start a new run") from None
+    check_same(recorded.get("store"), now["store"], "store", out)
+    check_same(recorded.get("eval_store"), now["eval_store"], "--eval-store", out)
 
 
 def _restore(members: list[Member], state: dict[str, Any], source: TokenSource, out: Path) -> int:

@@ -1,4 +1,4 @@
-"""The activation store's on-disk format: metadata model, version gate, dtypes, checksums.
+"""The activation store's on-disk format: metadata model, version gate, dtypes (checksums: visae.checksum).
 
 A store is a directory::
 
@@ -14,9 +14,7 @@ Every shard holds ``shard_tokens`` tokens except the last. See docs/formats.md.
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +22,9 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from visae.checksum import (  # noqa: F401  (re-exported: the store's writer and verify import them from here)
+    CHECKSUMS, HashingWriter, check_file, default_checksum, hash_file, new_hasher,
+)
 from visae.errors import VisaeError
 
 FORMAT_VERSION = 1
@@ -111,65 +112,6 @@ def storage_dtype(name: str) -> StorageDType:
         return DTYPES[name]
     except KeyError:
         raise VisaeError(f"unknown store dtype '{name}'", f"use one of {', '.join(DTYPES)}") from None
-
-
-# ---------------------------------------------------------------- checksums
-
-
-def _xxh3() -> Any:
-    import xxhash
-
-    return xxhash.xxh3_128()
-
-
-CHECKSUMS: dict[str, Callable[[], Any]] = {
-    "xxh3_128": _xxh3,  # ~20 GB/s; needs the optional `xxhash` package
-    "sha256": hashlib.sha256,  # ~1.6 GB/s with SHA extensions; always available
-}
-
-
-def default_checksum() -> str:
-    """xxh3_128 where the xxhash package is installed, else sha256."""
-    try:
-        import xxhash  # noqa: F401
-
-        return "xxh3_128"
-    except ImportError:
-        return "sha256"
-
-
-def new_hasher(algo: str) -> Any:
-    if algo not in CHECKSUMS:
-        raise VisaeError(f"unknown checksum algorithm '{algo}'", "this store was written by a newer visae; upgrade")
-    try:
-        return CHECKSUMS[algo]()
-    except ImportError:
-        raise VisaeError(f"the store's checksums use {algo}", "pip install xxhash to verify them") from None
-
-
-def hash_file(path: Path, algo: str, chunk: int = 1 << 24) -> str:
-    """``'algo:hexdigest'`` of a file's bytes."""
-    h = new_hasher(algo)
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return f"{algo}:{h.hexdigest()}"
-
-
-class HashingWriter:
-    """A write-only file wrapper that hashes what passes through it (np.save writes via .write)."""
-
-    def __init__(self, f: Any, algo: str):
-        self.f = f
-        self.algo = algo
-        self.h = new_hasher(algo)
-
-    def write(self, data: Any) -> int:
-        self.h.update(data)
-        return self.f.write(data)
-
-    def digest(self) -> str:
-        return f"{self.algo}:{self.h.hexdigest()}"
 
 
 # ---------------------------------------------------------------- metadata

@@ -18,7 +18,7 @@ import torch
 
 from visae.artifact import read_marker
 from visae.errors import VisaeError
-from visae.store.format import KIND, StoreMeta, load_meta, read_image_table
+from visae.store.format import KIND, StoreMeta, check_file, load_meta, read_image_table
 from visae.store.stats import RunningStats
 
 
@@ -47,6 +47,8 @@ class Store:
 
     ``Store(path)`` refuses an incomplete store (an extraction still running or
     interrupted) unless ``allow_partial=True``; then it reads the committed shards.
+    Every shard file (data, index, image table) is checked against its recorded checksum
+    before its data is first used (``_file``; once per file per process).
     """
 
     def __init__(self, path: str | Path, *, allow_partial: bool = False):
@@ -66,6 +68,7 @@ class Store:
         self.shard_starts = np.r_[0, np.cumsum(sizes)].astype(np.int64)
         self._maps: dict[int, np.ndarray] = {}
         self._offsets: dict[int, int] = {}
+        self._checked: set[tuple[int, str]] = set()
 
     # ------------------------------------------------------------ basics
 
@@ -121,20 +124,47 @@ class Store:
     @cached_property
     def images(self) -> dict[str, Any]:
         """Per-image table: columns image (split index), id, label, token_start, n_tokens."""
+        for k in range(len(self.meta.shards)):
+            self._file(k, "images")
         return read_image_table(self.path, self.meta.shards)
+
+    # ------------------------------------------------------------ shard files
+
+    def _file(self, k: int, role: str) -> Path:
+        """Path of shard ``k``'s ``role`` file (data, index or images), checked against its recorded
+        checksum the first time (``visae.checksum.check_file``: once per file per process)."""
+        shard = self.meta.shards[k]
+        name = shard.files[role]
+        path = self.path / name
+        if (k, role) not in self._checked:
+            expected = shard.checksums.get(name)
+            repair = _REPAIR.format(path=self.path)
+            if expected is None:
+                raise VisaeError(f"{name} of store {self.path} has no recorded checksum in metadata.json", repair)
+            check_file(path, expected, what=f"{name} of store {self.path}", repair=repair)
+            self._checked.add((k, role))
+        return path
+
+    def check(self) -> "Store":
+        """Check every committed shard file now (each once per process), so a stage that will read
+        the whole store can refuse a damaged one before it writes anything; returns the store."""
+        for k in range(len(self.meta.shards)):
+            for role in ("data", "index", "images"):
+                self._file(k, role)
+        return self
 
     # ------------------------------------------------------------ random access
 
     def shard(self, k: int) -> np.ndarray:
         """Shard ``k`` as a read-only memory map (storage dtype: bf16 is uint16 bits)."""
         if k not in self._maps:
-            self._maps[k] = np.load(self.path / self.meta.shards[k].files["data"], mmap_mode="r")
+            self._maps[k] = np.load(self._file(k, "data"), mmap_mode="r")
         return self._maps[k]
 
     def read_rows_into(self, k: int, lo: int, out_TD: np.ndarray) -> None:
         """Read rows ``lo : lo + len(out_TD)`` of shard ``k`` into ``out_TD`` (one positioned read)."""
         offset = self._data_offset(k)
-        with open(self.path / self.meta.shards[k].files["data"], "rb") as f:
+        with open(self._file(k, "data"), "rb") as f:
             f.seek(offset + lo * self.d * self.storage.itemsize)
             if f.readinto(memoryview(out_TD).cast("B")) != out_TD.nbytes:
                 raise VisaeError(f"shard {k} of {self.path} is truncated", "run `visae store verify` on the store")
@@ -142,7 +172,7 @@ class Store:
     def _data_offset(self, k: int) -> int:
         """Byte offset of shard ``k``'s data after its .npy header (checked against the metadata once)."""
         if k not in self._offsets:
-            with open(self.path / self.meta.shards[k].files["data"], "rb") as f:
+            with open(self._file(k, "data"), "rb") as f:
                 version = np.lib.format.read_magic(f)
                 read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
                 shape, _, dtype = read_header(f)
@@ -157,7 +187,7 @@ class Store:
         return np.asarray(self._index_map(k)[lo:hi])
 
     def _index_map(self, k: int) -> np.ndarray:
-        return np.load(self.path / self.meta.shards[k].files["index"], mmap_mode="r")
+        return np.load(self._file(k, "index"), mmap_mode="r")
 
     def get(self, idx: Any, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Tokens at ``idx`` (an int, a slice or an array of ints) as a ``dtype`` tensor."""
@@ -189,7 +219,7 @@ class Store:
             if s0 >= b:
                 break
             # a fresh map per call, copied and dropped: resident pages do not pile up as the walk goes on
-            parts.append(np.array(np.load(self.path / self.meta.shards[k].files["data"], mmap_mode="r")[max(a - s0, 0) : b - s0]))
+            parts.append(np.array(np.load(self._file(k, "data"), mmap_mode="r")[max(a - s0, 0) : b - s0]))
         return np.concatenate(parts) if parts else np.empty((0, self.d), self.storage.numpy)
 
     def _index_range(self, a: int, b: int) -> np.ndarray:
@@ -249,6 +279,10 @@ class Store:
             pin_memory=pin_memory,
             drop_last=drop_last,
         )
+
+
+_REPAIR = ("re-extract the store (its `visae extract` command with --force) or restore the file from a copy; "
+           "`visae store verify {path}` lists every damaged file")
 
 
 def _explain_not_a_store(path: Path, marker: dict[str, Any] | None) -> None:

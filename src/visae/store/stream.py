@@ -66,9 +66,9 @@ def batches(
     stream to some token kinds and images; ``pin_memory`` pins batches for fast GPU copies.
     """
     if batch_size < 1:
-        raise VisaeError(f"batch size must be positive, got {batch_size}")
+        raise VisaeError(f"batch size must be positive, got {batch_size}", "pass a positive --batch-size")
     if start < 0:
-        raise VisaeError(f"start must be >= 0 tokens, got {start}")
+        raise VisaeError(f"start must be >= 0 tokens, got {start}", "pass start=0 or more")
     row_bytes = store.d * store.storage.itemsize
     if buffer_tokens is None:
         buffer_tokens = max(store.meta.shard_tokens, DEFAULT_BUFFER_BYTES // row_bytes)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from visae.data.base import SOURCES, Dataset, Sample, Split, read_only
-from visae.data.sources.decode import decode_image, is_image_file
+from visae.data.sources.decode import check_image, decode_image, is_image_file
 from visae.data.sources.options import require_path
 from visae.errors import VisaeError
 from visae.progress import warn
@@ -40,6 +40,9 @@ class FolderSplit(Split):
     def __getitem__(self, i: int) -> Sample:
         rel = self.files[i]
         return Sample(decode_image(self.root / rel, rel), int(self._labels[i]), rel)
+
+    def unreadable(self, i: int) -> str | None:
+        return check_image(self.root / self.files[i])
 
     def image_id(self, i: int) -> str:
         return self.files[i]

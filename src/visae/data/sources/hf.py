@@ -1,8 +1,8 @@
 """``hf:NAME[:SPLIT]`` — a Hugging Face ``datasets`` dataset, read locally.
 
 NAME is a local path (a directory written by ``save_to_disk``, or any folder ``load_dataset``
-reads, such as an imagefolder) or a hub name already in the local cache; set
-``HF_DATASETS_OFFLINE=1`` to read the cache without touching the network. ``:SPLIT``
+reads, such as an imagefolder) or a hub name already in the local cache (read as under
+``HF_HUB_OFFLINE=1``: the network is never asked, so a name that is not cached fails at once). ``:SPLIT``
 restricts the dataset to one split. The image column is the first ``Image`` feature; the
 label column the first ``ClassLabel`` (its names become ``class_names``), else an integer
 column named ``label``/``labels`` (names '0', '1', ...), else labels are -1.
@@ -11,13 +11,15 @@ Images are decoded by visae (not by ``datasets``), so broken ones become ``Corru
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from visae.data.base import SOURCES, CorruptImage, Dataset, Sample, Split, read_only
-from visae.data.sources.decode import decode_image
+from visae.data.sources.decode import check_image, decode_image
 from visae.errors import VisaeError
 
 SCHEME = "hf"
@@ -45,6 +47,12 @@ class HFSplit(Split):
         else:
             raise CorruptImage(image_id, "no image data in the row")
         return Sample(image, int(self._labels[i]), image_id)
+
+    def unreadable(self, i: int) -> str | None:
+        cell = self.table[int(i)][self.image_column] or {}
+        if cell.get("bytes"):
+            return check_image(cell["bytes"])
+        return check_image(Path(cell["path"])) if cell.get("path") else "no image data in the row"
 
     def image_id(self, i: int) -> str:
         return f"{self.name}/{i}"
@@ -99,15 +107,32 @@ def _load(name: str) -> dict[str, Any]:
             except FileNotFoundError:  # not a save_to_disk directory: let load_dataset read the folder
                 loaded = datasets.load_dataset(str(Path(name).expanduser()))
         else:
-            loaded = datasets.load_dataset(name)
+            with _hub_offline(datasets):
+                loaded = datasets.load_dataset(name)
     except Exception as e:  # datasets raises many types for 'not here / not reachable'
         raise VisaeError(
-            f"could not load Hugging Face dataset '{name}' ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})",
-            "pass a local directory saved with save_to_disk, or a cached hub name with HF_DATASETS_OFFLINE=1",
+            f"could not load Hugging Face dataset '{name}' from a local path or the local cache "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})",
+            "pass a local directory saved with save_to_disk, or download the dataset into the Hugging Face cache "
+            "where there is network (datasets.load_dataset(NAME))",
         ) from None
     if isinstance(loaded, datasets.Dataset):
         return {str(loaded.split) if loaded.split else "train": loaded}
     return {str(k): v for k, v in loaded.items()}
+
+
+@contextlib.contextmanager
+def _hub_offline(datasets: Any) -> Iterator[None]:
+    """Read hub names from the local cache only, as under HF_HUB_OFFLINE=1 (which both libraries read
+    at import time): a name that is not cached fails at once instead of retrying the network."""
+    from huggingface_hub import constants
+
+    saved = datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE = saved
 
 
 def _image_column(features: Any, name: str) -> str:

@@ -37,6 +37,7 @@ from visae.data.synth.factors import sample_factors
 from visae.data.synth.preview import write_preview
 from visae.data.synth.render import render_chunk
 from visae.errors import VisaeError
+from visae.lock import locked
 from visae.progress import make_progress
 
 KIND = "synth-aircraft"
@@ -174,6 +175,11 @@ def _pool(workers: int, n_chunks: int):
 
 def generate_synth_aircraft(cfg: SynthAircraftConfig) -> Path:
     """Generate the dataset described by ``cfg`` into ``cfg.out``; returns the directory."""
+    with locked(cfg.out):  # one writer per output directory, until the marker says complete
+        return _generate(cfg)
+
+
+def _generate(cfg: SynthAircraftConfig) -> Path:
     try:
         out = prepare_out(cfg.out, KIND, force=cfg.force)
     except VisaeError as e:
