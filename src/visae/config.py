@@ -52,5 +52,8 @@ def read_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
 
 def _first_error(cls: type[BaseModel], e: ValidationError) -> str:
     err = e.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or cls.__name__
-    return f"bad value for '{where}': {err['msg']}"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if not err["loc"]:  # a check across fields: its message says it all
+        return msg
+    where = ".".join(str(p) for p in err["loc"])
+    return f"bad value for '{where}': {msg}"

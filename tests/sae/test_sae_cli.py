@@ -88,7 +88,7 @@ def test_help_teaches(flag, capsys):
 # deserves a flag of the same name too (and an entry in FLAG).
 FILE = dict(
     store="acts", out="run", training_tokens=12_800, tokens="cls", holdout=0.1, eval_tokens=1000, eval_every=2560,
-    eval_store="acts-val", batch_size=256, seed=3, dtype="bf16", device="cpu", resume=True, force=True,
+    eval_store="acts-val", batch_size=256, seed=3, dtype="bf16", device="cpu", resume=False, force=True,
     lr_warmup=0.02, lr_decay=0.3, sparsity_warmup=0.1, grad_clip=2.0, dead_tokens=5000, dead_fraction=0.2,
     checkpoint_every=1_000_000, log_every=7, median_sample=1000, normalize=False,
     name="mine", arch="matryoshka", k=8, expansion=4, d_sae=64, lr=1e-3, sparsity_coeff=0.5, auxk_coeff=0.1,
@@ -125,9 +125,12 @@ def test_every_setting_can_come_from_a_config_file(tmp_path):
     assert fields == set(FILE), f"settings without a test value: {sorted(fields - set(FILE))}"
     assert set(FLAG) <= fields
     defaults = _settings(TrainConfig.build(store="s", out="o"))
-    assert all(FILE[f] != defaults[f] for f in fields), "each test value must differ from the default"
+    # (resume and force contradict each other: resume is checked on its own below)
+    assert all(FILE[f] != defaults[f] for f in fields - {"resume"}), "each test value must differ from the default"
     (tmp_path / "all.toml").write_text(_toml(FILE))
     assert _settings(train_config(tmp_path / "all.toml")) == FILE
+    (tmp_path / "resume.toml").write_text(_toml({**FILE, "resume": True, "force": False}))
+    assert train_config(tmp_path / "resume.toml").resume
     # the same per-SAE settings in a [[sae]] table
     run = {k: v for k, v in FILE.items() if k in TrainConfig.model_fields}
     table = {k: v for k, v in FILE.items() if k in SAEHparams.model_fields}
@@ -167,7 +170,7 @@ def test_flags_win_over_the_config_file(tmp_path, capsys, monkeypatch):
             argv += [flag, ",".join(map(str, value)) if isinstance(value, list) else str(value)]
     code, _, err = _run(argv, capsys)
     assert code == 0, err
-    assert _settings(seen[-1]) == {**FILE, **FLAG}  # (no flag un-sets resume/force: they stay True)
+    assert _settings(seen[-1]) == {**FILE, **FLAG}  # (no flag un-sets force: it stays True)
     # the old meaning of --tokens (a count) still works, with a note
     code, _, err = _run(["train", "--config", str(tmp_path / "all.toml"), "--tokens", "2560"], capsys)
     assert code == 0 and "--training-tokens" in err

@@ -144,6 +144,8 @@ class TrainConfig(Config):
 
     @model_validator(mode="after")
     def _unique_names(self) -> "TrainConfig":
+        if self.resume and self.force:
+            raise ValueError("--resume and --force contradict each other (continue the run, or start it over?): pass one")
         names = [h.label() for h in self.saes]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
