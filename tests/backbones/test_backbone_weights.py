@@ -1,4 +1,4 @@
-"""Checkpoint files: by key, wrapped, or by position when only the names differ; misfits refused."""
+"""Checkpoint files: by key, wrapped, or by position only when asked for; misfits refused."""
 
 from __future__ import annotations
 
@@ -40,25 +40,46 @@ def test_same_keys_load_by_key_even_when_wrapped(tmp_path):
     src = trained()
     torch.save({"state_dict": {f"module.{k}": v for k, v in src.state_dict().items()}, "epoch": 3}, tmp_path / "w.pth")
     dst = target()
-    assert load_checkpoint(dst, tmp_path / "w.pth", "test") == "key"
+    assert load_checkpoint(dst, tmp_path / "w.pth", "test").how == "key"
     assert same(src, dst)
 
 
-def test_renamed_tensors_in_the_same_order_load_by_position(tmp_path):
+def test_renamed_tensors_load_by_position_only_when_asked(tmp_path):
     src = trained()
     torch.save(renamed(src.state_dict()), tmp_path / "w.pth")
     dst = target()
-    assert load_checkpoint(dst, tmp_path / "w.pth", "test") == "position"
+    with pytest.raises(VisaeError, match=r"0 of 8 tensors match by name, the other 8 would be matched by position; .*--allow-position-match"):
+        load_checkpoint(dst, tmp_path / "w.pth", "test")
+    assert not same(src, dst)  # nothing loaded
+    match = load_checkpoint(dst, tmp_path / "w.pth", "test", allow_position=True)
+    assert (match.how, match.n_by_position, match.fits) == ("position", 8, None)
     assert same(src, dst)
     x = torch.randn(1, 3, 6, 6)
     assert torch.equal(src(x), dst(x))
+
+
+def test_the_refusal_names_a_candidate_architecture_that_takes_the_checkpoint_by_name(tmp_path):
+    torch.save(renamed(trained().state_dict()), tmp_path / "w.pth")
+    named = nn.Sequential(OrderedDict(_conv_stem=nn.Conv2d(3, 4, 3), _bn0=nn.BatchNorm2d(4), _conv_head=nn.Conv2d(4, 4, 1)))
+    other = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1))  # positional names: not a fit
+    built = []
+
+    def alternatives():
+        for spec, model in (("fake:other", other), ("fake:named", named), ("fake:never", None)):
+            built.append(spec)
+            yield spec, model
+
+    with pytest.raises(VisaeError, match=r"fake:named takes it by name; load it as fake:named:.*w\.pth, or pass --allow-position-match"):
+        load_checkpoint(target(), tmp_path / "w.pth", "test", alternatives=alternatives)
+    assert built == ["fake:other", "fake:named"]  # candidates are built lazily and the search stops at the first fit
+    assert load_checkpoint(target(), tmp_path / "w.pth", "test", allow_position=True, alternatives=alternatives).fits == "fake:named"
 
 
 def test_safetensors_load_by_key_only(tmp_path):
     src = trained()
     save_file(dict(src.state_dict()), str(tmp_path / "same.safetensors"))
     dst = target()
-    assert load_checkpoint(dst, tmp_path / "same.safetensors", "test") == "key" and same(src, dst)
+    assert load_checkpoint(dst, tmp_path / "same.safetensors", "test").how == "key" and same(src, dst)
     save_file(dict(renamed(src.state_dict())), str(tmp_path / "renamed.safetensors"))
     with pytest.raises(VisaeError, match="does not keep the tensors' order"):
         load_checkpoint(target(), tmp_path / "renamed.safetensors", "test")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,8 +20,10 @@ from pydantic import ValidationError
 
 from visae.backbones import layers as _layers
 from visae.backbones.tokens import TokenLayout
+from visae.backbones.weights import CheckpointMatch
 from visae.data.transforms import Preprocess
 from visae.errors import VisaeError
+from visae.progress import warn
 from visae.registry import Registry, split_spec
 
 
@@ -60,7 +63,16 @@ class Backbone:
     """Side of a patch in pixels for ViTs (None: CNN, or infer the grid from shapes)."""
     class_names: list[str] | None = None
     """Names of the model's output classes where it is a classifier with known labels."""
+    class_ids: list[str] | None = None
+    """Dataset ids of those classes where known (ImageNet's WordNet ids, ``n01440764``...)."""
+    checkpoint: CheckpointMatch | None = None
+    """How the tensors of a checkpoint file in the spec were matched to the model's (None: no file)."""
     _traced: dict[int, dict[str, _layers.Traced]] = field(default_factory=dict, repr=False)
+
+    @property
+    def position_match(self) -> bool:
+        """Whether some weights were matched by position (``allow_position_match``): unverified by their names."""
+        return self.checkpoint is not None and self.checkpoint.how == "position"
 
     @property
     def device(self) -> torch.device:
@@ -114,7 +126,8 @@ class Backbone:
 
 
 Loader = Callable[..., Backbone]
-"""``loader(rest_of_spec, *, random_init: bool) -> Backbone`` (on CPU; ``load_backbone`` moves it)."""
+"""``loader(rest_of_spec, *, random_init: bool, allow_position_match: bool) -> Backbone`` (on CPU;
+``load_backbone`` moves it)."""
 
 BACKBONES: Registry[Loader] = Registry("backbone scheme")
 
@@ -127,12 +140,15 @@ def load_backbone(
     random_init: bool = False,
     device: str | torch.device = "cpu",
     preprocess_overrides: dict[str, Any] | None = None,
+    allow_position_match: bool = False,
 ) -> Backbone:
     """Open a vision model from its spec string, in eval mode on ``device`` (auto, cpu, cuda[:N]).
 
     ``random_init`` builds the architecture with random weights on purpose (for tests and
     smoke runs); ``preprocess_overrides`` replaces fields of the model's own preprocessing
-    (``{"size": 256}``).
+    (``{"size": 256}``). ``allow_position_match`` loads a checkpoint whose tensor names differ from
+    the model's by position (refused otherwise, see ``weights.py``), with a loud warning: check the
+    result with ``visae.backbones.check.check_weights`` (``visae extract`` does, on its labelled images).
     """
     from visae.backbones import hf, open_clip, timm, torchvision  # noqa: F401  (register the schemes)
     from visae.device import resolve_device
@@ -142,8 +158,10 @@ def load_backbone(
     if not rest:
         guess = f"write hf:{spec}? " if "/" in spec else ""
         raise VisaeError(f"backbone spec '{spec}' has no scheme", f"{guess}specs look like {EXAMPLES}")
-    backbone = BACKBONES.get(scheme)(rest, random_init=random_init)
+    backbone = BACKBONES.get(scheme)(rest, random_init=random_init, allow_position_match=allow_position_match)
     backbone.spec = spec
+    if backbone.position_match:
+        warn_position_match(backbone)
     backbone.model.eval()
     try:
         backbone.model.to(device)
@@ -152,6 +170,15 @@ def load_backbone(
     if preprocess_overrides:
         backbone.preprocess = override_preprocess(backbone.preprocess, preprocess_overrides)
     return backbone
+
+
+def warn_position_match(backbone: Backbone) -> None:
+    """The loud note of a position match, before any check has run."""
+    m = backbone.checkpoint
+    assert m is not None
+    fits = f"; {m.fits} takes them by name" if m.fits else ""
+    warn(f"{backbone.spec.removesuffix(':' + m.checkpoint)}: loaded {m.n_by_position} of {m.n_tensors} tensors of "
+         f"{Path(m.checkpoint).name} BY POSITION (names differ{fits}); the weights are unverified until checked on labelled images")
 
 
 def override_preprocess(pp: Preprocess, overrides: dict[str, Any]) -> Preprocess:

@@ -49,8 +49,8 @@ RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
 
 
 @BACKBONES.register("hf")
-def load_hf(rest: str, *, random_init: bool = False) -> Backbone:
-    """Load ``hf:REPO_OR_PATH``."""
+def load_hf(rest: str, *, random_init: bool = False, allow_position_match: bool = False) -> Backbone:
+    """Load ``hf:REPO_OR_PATH`` (transformers matches weights by name only: ``allow_position_match`` is unused)."""
     import transformers
 
     with _quiet(transformers):

@@ -19,6 +19,8 @@ class LayersConfig(Config):
     """Backbone spec: hf:REPO_OR_PATH, timm:NAME[:CHECKPOINT], open_clip:ARCH[:PRETRAINED], torchvision:NAME."""
     random_init: bool = False
     """Build the architecture with random weights on purpose (when no weights are available locally)."""
+    allow_position_match: bool = False
+    """Load a checkpoint whose tensor names differ from the model's by position (refused otherwise)."""
     filter: str | None = None
     """Only list layers whose name contains this string."""
     size: int | None = Field(None, ge=1, le=MAX_SIZE)
@@ -30,7 +32,8 @@ class LayersConfig(Config):
 def list_layers(cfg: LayersConfig) -> tuple[str, int, list[LayerInfo]]:
     """(family, input size, hookable layers matching the filter, in forward order)."""
     overrides = {"size": cfg.size} if cfg.size is not None else None
-    bb = load_backbone(cfg.model, random_init=cfg.random_init, device=cfg.device, preprocess_overrides=overrides)
+    bb = load_backbone(cfg.model, random_init=cfg.random_init, device=cfg.device, preprocess_overrides=overrides,
+                       allow_position_match=cfg.allow_position_match)  # fmt: skip
     try:
         layers = bb.layers()
     except RuntimeError as e:  # e.g. an input smaller than the model's downsampling, or too big for memory

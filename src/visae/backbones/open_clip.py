@@ -27,8 +27,8 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 
 
 @BACKBONES.register("open_clip")
-def load_open_clip(rest: str, *, random_init: bool = False) -> Backbone:
-    """Load ``open_clip:ARCH[:PRETRAINED]``."""
+def load_open_clip(rest: str, *, random_init: bool = False, allow_position_match: bool = False) -> Backbone:
+    """Load ``open_clip:ARCH[:PRETRAINED]`` (open_clip matches a checkpoint by name only: ``allow_position_match`` is unused)."""
     oc = optional_import("open_clip", extra="open_clip")
     arch, pretrained = _split(oc, rest, random_init)
     try:

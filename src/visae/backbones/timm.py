@@ -2,13 +2,18 @@
 
 ``timm:resnet50`` loads timm's pretrained weights when they are in the Hugging Face cache
 (nothing is downloaded); ``timm:efficientnet_lite0:/path/weights.pth`` loads a local
-checkpoint, by key or, for a port from another code base with the same tensors in the
-same order, by position (see ``weights.py``). Preprocessing comes from timm's data config.
+checkpoint, by key or by another code base's names translated; a checkpoint that only lines
+up by position is refused unless ``allow_position_match`` (see ``weights.py``), and the refusal
+names a timm architecture of the same family that takes it by name, where one does.
+Preprocessing comes from timm's data config.
 timm is an optional extra (``pip install 'visae[timm]'``).
 """
 
 from __future__ import annotations
 
+import difflib
+import functools
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -35,7 +40,7 @@ def split_name(rest: str) -> tuple[str, str | None]:
 
 
 @BACKBONES.register("timm")
-def load_timm(rest: str, *, random_init: bool = False) -> Backbone:
+def load_timm(rest: str, *, random_init: bool = False, allow_position_match: bool = False) -> Backbone:
     """Load ``timm:NAME[:CHECKPOINT]``."""
     timm = optional_import("timm", extra="timm")
     name, ckpt = split_name(rest)
@@ -51,8 +56,10 @@ def load_timm(rest: str, *, random_init: bool = False) -> Backbone:
             model = timm.create_model(name, pretrained=False)
     except Exception as e:  # a hub name offline, a corrupt cache file
         raise VisaeError(f"timm could not build '{name}' ({type(e).__name__}: {e})", _no_weights_hint(name)) from None
+    match = None
     if ckpt:
-        load_checkpoint(model, ckpt, f"timm:{name}")
+        match = load_checkpoint(model, ckpt, f"timm:{name}", allow_position=allow_position_match,
+                                alternatives=functools.partial(_alternatives, timm, name))  # fmt: skip
     elif cached is None and not random_init:
         raise VisaeError(f"no local weights found for timm:{name} (not in the Hugging Face cache)", _no_weights_hint(name))
     prefix = getattr(model, "num_prefix_tokens", None)
@@ -67,7 +74,30 @@ def load_timm(rest: str, *, random_init: bool = False) -> Backbone:
         n_registers=n_reg,
         patch_size=int(patch[0]) if patch is not None else None,
         class_names=None if random_init else _class_names(timm, model),
+        class_ids=None if random_init else _class_names(timm, model, ids=True),
+        checkpoint=match,
     )
+
+
+MAX_ALTERNATIVES = 4
+"""Candidate architectures built (on the meta device, no weights) to find one that takes a checkpoint by name."""
+
+
+def _alternatives(timm: Any, name: str) -> Iterator[tuple[str, torch.nn.Module]]:
+    """Weightless timm models of ``name``'s family, the TensorFlow-ported twin first (``tf_NAME`` / ``NAME``)."""
+    if name.startswith(HUB_PREFIXES):
+        return
+    base = name.split(".")[0]
+    stem = base.removeprefix("tf_")
+    pool = [n for n in timm.list_models(f"*{stem}*") if n != base]
+    twins = [n for n in (f"tf_{stem}", stem) if n in pool]
+    for n in list(dict.fromkeys(twins + difflib.get_close_matches(base, pool, n=MAX_ALTERNATIVES, cutoff=0.6)))[:MAX_ALTERNATIVES]:
+        try:
+            with torch.device("meta"):
+                candidate = timm.create_model(n, pretrained=False)
+        except Exception:  # noqa: BLE001  (a candidate that cannot be built weightless is just not suggested)
+            continue
+        yield f"timm:{n}", candidate
 
 
 def _no_weights_hint(name: str) -> str:
@@ -113,10 +143,13 @@ def preprocess_from_data_config(data: dict[str, Any]) -> Preprocess:
     )
 
 
-def _class_names(timm: Any, model: torch.nn.Module) -> list[str] | None:
-    """ImageNet class descriptions when the model's head is an ImageNet head, else None."""
+def _class_names(timm: Any, model: torch.nn.Module, ids: bool = False) -> list[str] | None:
+    """ImageNet class descriptions (``ids``: WordNet ids) when the model's head is an ImageNet head, else None."""
     try:
         subset = timm.data.infer_imagenet_subset(model)
-        return list(timm.data.ImageNetInfo(subset).label_descriptions()) if subset else None
+        if not subset:
+            return None
+        info = timm.data.ImageNetInfo(subset)
+        return list(info.label_names() if ids else info.label_descriptions())
     except (OSError, KeyError, ValueError):  # label files are package data; class names are a convenience
         return None

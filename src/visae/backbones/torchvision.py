@@ -2,7 +2,8 @@
 
 ``torchvision:resnet50`` loads the DEFAULT weights when they are already in the torch hub
 cache (``$TORCH_HOME/hub/checkpoints``; nothing is downloaded); ``torchvision:resnet50:PATH``
-loads a local state dict. Preprocessing comes from the weights' own transforms.
+loads a local state dict (by name; by position only with ``allow_position_match``, see
+``weights.py``). Preprocessing comes from the weights' own transforms.
 torchvision is an optional extra and must be the build made for the installed torch.
 """
 
@@ -22,7 +23,7 @@ from visae.errors import VisaeError, did_you_mean
 
 
 @BACKBONES.register("torchvision")
-def load_torchvision(rest: str, *, random_init: bool = False) -> Backbone:
+def load_torchvision(rest: str, *, random_init: bool = False, allow_position_match: bool = False) -> Backbone:
     """Load ``torchvision:NAME[:CHECKPOINT]``."""
     tv = optional_import("torchvision", extra="torchvision")
     name, sep, ckpt = rest.partition(":")
@@ -32,8 +33,9 @@ def load_torchvision(rest: str, *, random_init: bool = False) -> Backbone:
     weights = _default_weights(tv, name)
     torch.manual_seed(0)
     model = tv.models.get_model(name, weights=None)
+    match = None
     if sep and ckpt:
-        load_checkpoint(model, ckpt, f"torchvision:{name}")
+        match = load_checkpoint(model, ckpt, f"torchvision:{name}", allow_position=allow_position_match)
     elif not random_init:
         _load_cached(model, name, weights)
     patch = getattr(model, "patch_size", None)
@@ -45,6 +47,7 @@ def load_torchvision(rest: str, *, random_init: bool = False) -> Backbone:
         n_cls=1 if hasattr(model, "class_token") else 0,
         patch_size=int(patch) if patch else None,
         class_names=list(weights.meta["categories"]) if weights is not None and not random_init and not ckpt else None,
+        checkpoint=match,
     )
 
 

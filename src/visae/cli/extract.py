@@ -36,6 +36,10 @@ def extract(
     ),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the --max-images subset (default: 0)."),
     random_init: bool = typer.Option(False, "--random-init", help="Random weights from the model's config (no weights needed)."),
+    allow_position_match: bool = typer.Option(
+        False, "--allow-position-match", help="Load a checkpoint whose tensor names differ from the model's by position "
+        "(refused otherwise); the classifier is then checked on the labelled images extracted, and the store records it."
+    ),
     resume: bool = typer.Option(
         False, "--resume", help="Continue an interrupted extraction (also automatic when OUT holds the same settings)."
     ),
@@ -61,7 +65,8 @@ def extract(
 
     flags = dict(model=model, layers=layer or None, data=data, split=split, out=out, tokens=tokens, dtype=dtype,
                  batch_size=batch_size, shard_tokens=shard_tokens, max_images=max_images, seed=seed,
-                 random_init=random_init or None, resume=resume or None, force=force or None, workers=workers,
+                 random_init=random_init or None, allow_position_match=allow_position_match or None,
+                 resume=resume or None, force=force or None, workers=workers,
                  device=device, skip_nonfinite=skip_nonfinite or None)  # fmt: skip
     cfg = ExtractConfig.from_toml(config, **flags) if config else ExtractConfig.build(**flags)
     result = run(cfg)

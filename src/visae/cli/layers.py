@@ -23,6 +23,10 @@ def layers(
     random_init: Annotated[
         bool, typer.Option("--random-init", help="Build the architecture with random weights on purpose (no weights needed).")
     ] = False,
+    allow_position_match: Annotated[
+        bool, typer.Option("--allow-position-match", help="Load a checkpoint whose tensor names differ from the model's by "
+                           "position (refused otherwise; the weights are then unverified).")
+    ] = False,
     filter: Annotated[str | None, typer.Option("--filter", help="Only list layers whose name contains this string.")] = None,
     size: Annotated[int | None, typer.Option("--size", help="Input side in pixels, 1 to 4096 (default: the model's own).")] = None,
     device: Annotated[str, typer.Option("--device", help="Torch device for the dummy forward.")] = "cpu",
@@ -36,7 +40,8 @@ def layers(
     from visae.backbones.base import describe_layout  # torch loads only when the command runs
     from visae.backbones.listing import LayersConfig, list_layers
 
-    cfg = LayersConfig.build(model=model, random_init=random_init, filter=filter, size=size, device=device)
+    cfg = LayersConfig.build(model=model, random_init=random_init, allow_position_match=allow_position_match,
+                             filter=filter, size=size, device=device)  # fmt: skip
     family, input_size, infos = list_layers(cfg)
     table = Table(title=f"{model}  ({family}, input {input_size}x{input_size}, {len(infos)} layers)")
     table.add_column("#", justify="right", style="dim")

@@ -40,6 +40,7 @@ def verify(path: Path = typer.Argument(..., help="Store directory.")) -> None:
 @group.command("info")
 def info(path: Path = typer.Argument(..., help="Store directory.")) -> None:
     """Summarise a store: backbone, layer, token layout, size, statistics, progress."""
+    from visae.backbones.check import describe_check
     from visae.store.reader import Store
 
     store = Store(path, allow_partial=True)
@@ -49,6 +50,7 @@ def info(path: Path = typer.Argument(..., help="Store directory.")) -> None:
     on_disk = sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file())
     rows = [
         ("backbone", m.backbone + (" (random init)" if m.random_init else "")),
+        *([("weights", describe_check(m.weights_check))] if m.position_match else []),
         ("layer", m.layer),
         ("layout", f"{layout['kind']}, grid {grid}, cls {layout.get('n_cls', 0)}, registers {layout.get('n_registers', 0)}"),
         ("tokens kept", m.tokens),

@@ -38,6 +38,9 @@ class ExtractConfig(Config):
     """Seed of the --max-images subset."""
     random_init: bool = False
     """Build the backbone with random weights (architecture from its config) instead of loading weights."""
+    allow_position_match: bool = False
+    """Load a checkpoint whose tensor names differ from the model's by position (refused otherwise); the
+    loaded classifier is then checked on the labelled images being extracted, and the store records it."""
     resume: bool = False
     """Continue an interrupted extraction in --out (also automatic when --out holds the same config)."""
     force: bool = False

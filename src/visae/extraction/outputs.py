@@ -65,11 +65,13 @@ def fingerprint(cfg: ExtractConfig, layer: str, preprocess: dict[str, Any], shar
 
 
 def new_meta(cfg: ExtractConfig, layer: str, layout: Any, preprocess: dict[str, Any], split: str, planned: int,
-             data_fingerprint: str | None = None) -> StoreMeta:  # fmt: skip
+             data_fingerprint: str | None = None, weights_check: dict[str, Any] | None = None) -> StoreMeta:  # fmt: skip
     shard_tokens = cfg.shard_tokens or auto_shard_tokens(layout.dim, storage_dtype(cfg.dtype).itemsize)
     return StoreMeta(
         backbone=cfg.model,
         random_init=cfg.random_init,
+        position_match=weights_check is not None,
+        weights_check=weights_check,
         layer=layer,
         layout=layout.to_json(),
         tokens=cfg.tokens,

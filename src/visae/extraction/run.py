@@ -51,11 +51,12 @@ def _extract(cfg: ExtractConfig, backbone: Any) -> Store | dict[str, Store]:
         raise VisaeError(f"split '{split.name}' of {cfg.data} has no images", "choose another --split or --data")
     preprocess = bb.preprocess.model_dump(mode="json")
     data_fp = dataset_identity(ds, [split])["fingerprint"]
+    weights = check_weights(bb, ds, split, order) if getattr(bb, "position_match", False) else None
     with ExitStack() as held:  # and each layer's store of a store-set, until the end
         targets = []
         for layer, path in store_paths(cfg, layers).items():
             held.enter_context(locked(path))
-            meta = new_meta(cfg, layer, bb.layout(layer), preprocess, split.name, planned, data_fp)
+            meta = new_meta(cfg, layer, bb.layout(layer), preprocess, split.name, planned, data_fp, weights)
             targets.append(Target(layer, path, bb.layout(layer), open_writer(path, meta, cfg)))
         todo = [t for t in targets if not t.writer.meta.complete]
         if todo:
@@ -80,7 +81,16 @@ def image_order(cfg: ExtractConfig, n: int) -> np.ndarray:
 def load_backbone(cfg: ExtractConfig) -> Any:
     from visae.backbones.base import load_backbone as load
 
-    return load(cfg.model, random_init=cfg.random_init, device=cfg.device)
+    return load(cfg.model, random_init=cfg.random_init, device=cfg.device, allow_position_match=cfg.allow_position_match)
+
+
+def check_weights(bb: Any, ds: Any, split: Any, order: np.ndarray) -> dict[str, Any]:
+    """Check position-matched weights on the labelled images being extracted; the record for the metadata."""
+    from visae.backbones.check import check_weights as check
+    from visae.backbones.check import labelled_images
+
+    images, labels = labelled_images(split, ds.class_names, order, bb)
+    return check(bb, images, labels).to_json()
 
 
 def _device_of(bb: Any) -> torch.device:

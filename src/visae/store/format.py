@@ -178,6 +178,10 @@ class StoreMeta(BaseModel):
     backbone: str
     """Backbone spec string, e.g. 'hf:facebook/dinov2-small'."""
     random_init: bool = False
+    position_match: bool = False
+    """Some backbone weights were matched to the model by position (--allow-position-match), not by name."""
+    weights_check: dict[str, Any] | None = None
+    """The check of such weights (visae.backbones.check.WeightsCheck): top-1 on labelled images of the data."""
     layer: str
     layout: dict[str, Any]
     """TokenLayout.to_json() of the layer (kind, dim, grid, n_cls, n_registers, channels_last)."""
