@@ -4,10 +4,32 @@ __version__ = "0.1.0"
 
 # Lazy top-level API: name -> (module, attribute; None = the module itself). Importing visae stays cheap.
 _LAZY: dict[str, tuple[str, str | None]] = {
-    "extract": ("visae.extraction", "extract"),
-    "ExtractConfig": ("visae.extraction", "ExtractConfig"),
+    # one function per CLI command, keyword arguments named like its flags (visae.api)
+    "extract": ("visae.api", "extract"),
+    "train": ("visae.api", "train"),
+    "analyze": ("visae.api", "analyze"),
+    "report": ("visae.api", "report"),
+    "demo": ("visae.api", "demo"),
+    # images -> latent maps; the artifacts
+    "encode_images": ("visae.encode", "encode_images"),
+    "LatentMaps": ("visae.encode", "LatentMaps"),
+    "load_sae": ("visae.sae.importers", "load_sae"),
+    "FeatureDB": ("visae.analysis", "FeatureDB"),
+    "summary": ("visae.analysis", "summary"),
     "Store": ("visae.store", "Store"),
+    # the typed configs: the single source of every setting's name, default and help
+    "ExtractConfig": ("visae.extraction", "ExtractConfig"),
+    "TrainConfig": ("visae.sae.train_config", "TrainConfig"),
+    "SAEHparams": ("visae.sae.train_config", "SAEHparams"),
+    "AnalyzeConfig": ("visae.analysis", "AnalyzeConfig"),
+    "ReportConfig": ("visae.report", "ReportConfig"),
+    "DemoConfig": ("visae.demo", "DemoConfig"),
 }
+__all__ = sorted(_LAZY)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def __getattr__(name: str):  # noqa: ANN202

@@ -6,6 +6,7 @@ them from flags. Bad values become a one-line ``VisaeError``.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,6 +30,10 @@ class Config(BaseModel):
         try:
             return cls(**values)
         except ValidationError as e:
+            err = e.errors()[0]
+            if err["type"] == "missing" and len(err["loc"]) == 1 and err["loc"][0] in cls.model_fields:
+                name = str(err["loc"][0])
+                raise VisaeError(f"'{name}' is required: {field_words(cls, name)}", f"pass {name}=...") from None
             raise VisaeError(_first_error(cls, e), "see --help for the accepted values") from None
 
     @classmethod
@@ -57,3 +62,24 @@ def _first_error(cls: type[BaseModel], e: ValidationError) -> str:
         return msg
     where = ".".join(str(p) for p in err["loc"])
     return f"bad value for '{where}': {msg}"
+
+
+def field_doc(model: type[BaseModel], name: str) -> str:
+    """A field's docstring (``use_attribute_docstrings``) on one line: the help text of its flag."""
+    return " ".join((model.model_fields[name].description or "").split())
+
+
+def field_words(model: type[BaseModel], name: str) -> str:
+    """A field's docstring as words to go after a colon: its first sentence, lower-cased, no full stop."""
+    doc = field_doc(model, name)
+    first = re.split(r"(?<=[^.]\.)\s+(?=[A-Z])|;\s", doc, maxsplit=1)[0].removesuffix(".")
+    if len(first) > 1 and first[0].isupper() and not first[1].isupper():
+        first = first[0].lower() + first[1:]
+    return first or name.replace("_", " ")
+
+
+def missing(command: str, model: type[BaseModel], name: str, flag: str | None = None, *, config: bool = False) -> VisaeError:
+    """``visae extract needs --out: the store directory to write``: a required setting nobody gave."""
+    flag = flag or "--" + name.replace("_", "-")
+    hint = f"pass {flag}, or set {name} in the --config file" if config else f"pass {flag} (see {command} --help)"
+    return VisaeError(f"{command} needs {flag}: {field_words(model, name)}", hint)

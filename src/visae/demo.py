@@ -31,7 +31,7 @@ class DemoConfig(Config):
     quick: bool = False
     """A small, fast version of every step (used by the tests): about a minute on 2 cores."""
     force: bool = False
-    """Delete a previous demo in ``out`` and start over instead of reusing its finished steps."""
+    """Delete a previous demo in --out and start over instead of reusing its finished steps."""
     seed: int = Field(0, ge=0)
     """Seed of every step."""
 
@@ -203,7 +203,8 @@ def _summary(paths: dict[str, Path], report_path: Path, timings: dict[str, float
     return {
         "data": f"{paths['data']} ({clf['data']})",
         "classifier val top-1": clf["val_top1"],
-        "classifier train seconds": clf["train_seconds"],
+        **_weak_classifier(clf["val_top1"], len(clf.get("class_names") or [])),
+        "classifier training time": duration(clf["train_seconds"]),
         "store": f"{store.meta.layer}: {len(store)} tokens x {store.d}" + (f", grid {grid[0]}x{grid[1]}" if grid else ""),
         "SAE": f"TopK, {feats['n_latents']} latents",
         "SAE held-out tokens": f"{sae.get('eval_tokens', 0):,} ({run.get('held_out')}, never trained on)",
@@ -214,5 +215,37 @@ def _summary(paths: dict[str, Path], report_path: Path, timings: dict[str, float
         "part-pure latents": headline(feats.get("part_pure")) or "n/a (no part masks)",
         "class-selective latents": headline(feats.get("class_selective")),
         "report": str(report_path),
-        "seconds per step": {k: round(v, 1) for k, v in timings.items()},
+        "time": ", ".join(f"{k} {duration(v)}" for k, v in timings.items()) or "none (every step reused)",
     }
+
+
+WEAK_TOP1 = 0.5
+"""Below this validation top-1 the demo's summary calls its classifier weak."""
+
+
+def _weak_classifier(top1: float, n_classes: int) -> dict[str, str]:
+    """A summary row that says plainly when the classifier is too weak for its features to mean much."""
+    chance = 1 / n_classes if n_classes else 0.0
+    if top1 >= WEAK_TOP1 and top1 >= 2 * chance:
+        return {}
+    near = f"near chance ({chance:.2f} for {n_classes} classes)" if top1 < 2 * chance else f"below {WEAK_TOP1}"
+    return {"classifier warning": f"weak classifier: val top-1 {top1:.2f} is {near}, so its features (and the SAE's "
+                                  "latents) say little; run the full demo (without --quick), or train the "
+                                  "classifier for more epochs"}  # fmt: skip
+
+
+def duration(seconds: float) -> str:
+    """A duration in plain words: '0.4 s', '12 s', '2 min 36 s', '1 h 5 min'."""
+    if seconds < 9.95:
+        return f"{seconds:.1f} s"
+    total = round(seconds)
+    if total < 60:
+        return f"{total} s"
+    if total < 3600:
+        return f"{total // 60} min {total % 60} s"
+    return f"{total // 3600} h {total % 3600 // 60} min"
+
+
+from visae.api import callable_module as _callable_module  # noqa: E402
+
+_callable_module(__name__)  # visae.demo(...) stays the notebook function once this module is imported

@@ -59,8 +59,8 @@ def test_train_then_export(tmp_path, capsys):
     back = load_sae(tmp_path / "exp")
     x = torch.randn(4, 16)
     assert torch.equal(back(x).recon_BD, sae(x).recon_BD)
-    # running again without --force or --resume is refused in one line
-    code, _, err = _run(argv, capsys)
+    # running again with other settings, without --force or --resume, is refused in one line
+    code, _, err = _run(argv + ["--lr", "1e-3"], capsys)
     assert code == 2 and err.startswith("error:") and "--force" in err and len(err.strip().splitlines()) == 1
 
 
@@ -209,3 +209,21 @@ def test_bad_config_files_are_explained(tmp_path, capsys, text, match):
     code, _, err = _run(["train", "--config", str(tmp_path / "c.toml")], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert re.search(match, err), err
+
+
+def test_rerun_with_the_same_settings_reuses_the_finished_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("VISAE_QUIET", raising=False)
+    store = _store(tmp_path / "acts")
+    argv = ["train", "--store", str(store), "--k", "3", "--expansion", "4", "--out", str(tmp_path / "run"),
+            "--batch-size", "128", "--training-tokens", "2560"]  # fmt: skip
+    code, _, err = _run(argv, capsys)
+    assert code == 0, err
+    files = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    code, out, err = _run(argv + ["--device", "cpu"], capsys)  # the device is not a setting of the result
+    assert code == 0, err
+    assert "already trained (same settings); pass --force to redo it" in " ".join((out + err).split())
+    assert out.strip().endswith("saes/topk-k3-x4")
+    assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == files
+    code, out, err = _run([a if a != "3" else "4" for a in argv], capsys)  # --k 4: other settings
+    assert code == 2 and "trained with other settings (saes changed)" in err and "--force" in err
+    assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == files

@@ -27,9 +27,9 @@ class ClassifierConfig(Config):
     in the local cache, a local save_pretrained dir, or a visae classifier dir). Its head is replaced by one
     for this data's classes."""
     train_split: str | None = None
-    """Split to train on; None picks the data's default training split."""
+    """Split to train on (default: the data's training split)."""
     val_split: str | None = None
-    """Split to report accuracy on after every epoch; None picks the data's default validation split."""
+    """Split to report accuracy on after every epoch (default: the data's validation split)."""
 
     epochs: int = Field(8, ge=1)
     """Passes over the training split."""
@@ -54,7 +54,7 @@ class ClassifierConfig(Config):
 
     size: int | None = Field(None, ge=8, le=4096)
     """Side of the square input in pixels, 8 .. 4096 (images are resized by the shorter side and
-    centre-cropped); None means 64 for a random init and the checkpoint's own size with `init`."""
+    centre-cropped); default: 64 for a random init, the checkpoint's own size with --init."""
     patch_size: int = Field(4, ge=1)
     """Stem stride of the ConvNeXt (random init only): the first stage sees size / patch_size pixels."""
     hidden_sizes: tuple[int, ...] = (32, 64)
@@ -86,9 +86,9 @@ class ClassifierConfig(Config):
     """Images per forward pass when measuring accuracy."""
 
     force: bool = False
-    """Replace whatever is in `out`."""
+    """Replace whatever --out holds."""
     resume: bool = False
-    """Continue an interrupted run in `out` from its last finished epoch."""
+    """Continue an interrupted run in --out from its last finished epoch."""
 
     @model_validator(mode="after")
     def _check(self) -> "ClassifierConfig":

@@ -8,7 +8,9 @@ from typing import Optional
 
 import typer
 
+from visae.classifier.config import ClassifierConfig as K
 from visae.cli.app import subcommand
+from visae.cli.options import build, option
 
 group = subcommand(
     "classifier",
@@ -20,42 +22,31 @@ group = subcommand(
 
 @group.command("train")
 def train(
-    data: str = typer.Option(..., "--data", help="Training images, e.g. synth-aircraft:runs/demo/data or folder:PATH."),
-    out: Path = typer.Option(..., "--out", help="Directory to write the classifier into."),
-    init: Optional[str] = typer.Option(
-        None, "--init", help="Fine-tune this checkpoint instead of a random ConvNeXt: hf:ORG/NAME (from the local "
-        "HF cache), hf:PATH or PATH (a save_pretrained or visae classifier dir). Its head is replaced."
-    ),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the training split (default: 30)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per step (default: 128)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak AdamW learning rate (warmup, then cosine) (default: 4e-3)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of init, shuffling and augmentation (default: 0)."),
-    size: Optional[int] = typer.Option(
-        None, "--size", help="Input side in px (default: 64 from scratch, the checkpoint's own with --init)."
-    ),
-    train_split: Optional[str] = typer.Option(None, "--train-split", help="Split to train on (default: the data's train split)."),
-    val_split: Optional[str] = typer.Option(None, "--val-split", help="Split to validate on (default: the data's val split)."),
-    precision: Optional[str] = typer.Option(
-        None, "--precision", help="auto (time fp32 and bf16 here, keep the faster), fp32 or bf16 (default: auto)."
-    ),
-    device: Optional[str] = typer.Option(
-        None, "--device", help="auto (the GPU if there is one), cpu or cuda[:N] (default: auto). A run begun on one "
-        "device can be resumed on another."
-    ),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with any ClassifierConfig field; flags win."),
-    force: bool = typer.Option(False, "--force", help="Replace whatever is in --out."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out from its last epoch."),
+    data: Optional[str] = option(K, "data"),
+    out: Optional[Path] = option(K, "out"),
+    init: Optional[str] = option(K, "init"),
+    epochs: Optional[int] = option(K, "epochs"),
+    batch_size: Optional[int] = option(K, "batch_size"),
+    lr: Optional[float] = option(K, "lr"),
+    seed: Optional[int] = option(K, "seed"),
+    size: Optional[int] = option(K, "size"),
+    train_split: Optional[str] = option(K, "train_split"),
+    val_split: Optional[str] = option(K, "val_split"),
+    precision: Optional[str] = option(K, "precision"),
+    device: Optional[str] = option(K, "device"),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with any ClassifierConfig field (the "
+                                          "architecture too: hidden_sizes, depths, ...); flags win."),  # fmt: skip
+    force: Optional[bool] = option(K, "force"),
+    resume: Optional[bool] = option(K, "resume"),
 ) -> None:
     """Train a classifier and save it (model, image processor, metrics, accuracy) into --out.
 
     Example: visae classifier train --data synth-aircraft:runs/demo/data --out runs/demo/classifier
     """
-    from visae.classifier import ClassifierConfig, train_classifier
+    flags = {key: value for key, value in locals().items() if key != "config"}
+    from visae.classifier import train_classifier
 
-    flags = dict(data=data, out=out, init=init, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, size=size,
-                 train_split=train_split, val_split=val_split, precision=precision, device=device, force=force or None,
-                 resume=resume or None)  # fmt: skip
-    cfg = ClassifierConfig.from_toml(config, **flags) if config else ClassifierConfig.build(**flags)
+    cfg = build(K, config, **flags)
     path = train_classifier(cfg)
     print(path)
 

@@ -3,27 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
 from visae.cli.app import subcommand
+from visae.cli.options import build, option
+from visae.data.synth.generate import SynthAircraftConfig as G
 
 data_app = subcommand("data", "Make and inspect image datasets (the procedural aircraft dataset, ...).")
 
 
 @data_app.command("synth-aircraft")
 def synth_aircraft(
-    out: Path = typer.Option(..., "--out", help="Directory to write the dataset into."),
-    n_train: int = typer.Option(None, "--n-train", help="Training images, balanced over the classes [default: 24000]."),
-    n_val: int = typer.Option(None, "--n-val", help="Validation images [default: 2000]."),
-    n_ood: int = typer.Option(None, "--n-ood", help="Images of the withheld out-of-distribution variants [default: 1000]."),
-    size: int = typer.Option(None, "--size", help="Image side in pixels, >= 32 [default: 64]."),
-    seed: int = typer.Option(None, "--seed", help="Random seed; the same seed gives byte-identical files [default: 0]."),
-    difficulty: str = typer.Option(
-        None, "--difficulty", help="'easy' (mostly top-down views, aircraft large in the frame, light clutter) or "
-        "'hard' (oblique views from above and below, smaller, clouds and distractors in front) [default: easy]."),
-    workers: int = typer.Option(None, "--workers", help="Rendering processes [default: min(2, CPUs)]; does not change the output."),
-    force: bool = typer.Option(False, "--force", help="Replace whatever --out already holds."),
+    out: Optional[Path] = option(G, "out"),
+    n_train: Optional[int] = option(G, "n_train"),
+    n_val: Optional[int] = option(G, "n_val"),
+    n_ood: Optional[int] = option(G, "n_ood"),
+    size: Optional[int] = option(G, "size"),
+    seed: Optional[int] = option(G, "seed"),
+    difficulty: Optional[str] = option(G, "difficulty"),
+    workers: Optional[int] = option(G, "workers"),
+    force: Optional[bool] = option(G, "force"),
 ) -> None:
     """Generate the procedural aircraft dataset: images, part masks, variant/family/manufacturer labels.
 
@@ -34,10 +35,10 @@ def synth_aircraft(
     info.json, hierarchy.json and preview.png; the ood split holds variants withheld
     from train and val. Open it with the data spec synth-aircraft:DIR.
     """
-    from visae.data.synth import SynthAircraftConfig, generate_synth_aircraft
+    flags = dict(locals())
+    from visae.data.synth import generate_synth_aircraft
 
-    cfg = SynthAircraftConfig.build(out=out, n_train=n_train, n_val=n_val, n_ood=n_ood, size=size, seed=seed,
-                                    difficulty=difficulty, workers=workers, force=force)
+    cfg = build(G, None, **flags)
     path = generate_synth_aircraft(cfg)
     total = cfg.n_train + cfg.n_val + cfg.n_ood
     print(f"wrote {total} images ({cfg.n_train} train, {cfg.n_val} val, {cfg.n_ood} ood) of {cfg.size}px to {path}")

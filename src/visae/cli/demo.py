@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
-import typer
 from rich.console import Console
 from rich.table import Table
 
 from visae.cli.app import app
+from visae.cli.options import build, option
+from visae.demo import DemoConfig as D
 
 
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("runs/demo"), "--out", help="Directory for every step's output."),
-    quick: bool = typer.Option(False, "--quick", help="Small sizes everywhere: about a minute on 2 cores."),
-    force: bool = typer.Option(False, "--force", help="Start over instead of reusing finished steps."),
-    seed: int = typer.Option(0, "--seed", help="Seed of every step."),
+    out: Optional[Path] = option(D, "out"),
+    quick: Optional[bool] = option(D, "quick"),
+    force: Optional[bool] = option(D, "force"),
+    seed: Optional[int] = option(D, "seed"),
 ) -> None:
     """Run the reference study end to end on the embedded default.
 
@@ -27,10 +29,10 @@ def demo(
 
     Example: visae demo --out runs/demo
     """
-    from visae.demo import DemoConfig
+    flags = dict(locals())
     from visae.demo import demo as run
 
-    summary = run(DemoConfig.build(out=out, quick=quick, force=force, seed=seed))
+    summary = run(build(D, None, **flags))
     table = Table(title="visae demo", show_header=False)
     for key, value in summary.items():
         if isinstance(value, float):

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
 from visae.cli.app import app
+from visae.cli.options import option
+from visae.sae.train_config import SAEHparams as S
+from visae.sae.train_config import TrainConfig as T
 
 
 SCHEDULE = "Schedule and losses"
@@ -17,67 +20,47 @@ NOT_FIELDS = {"config", "sweep"}
 """Parameters of ``visae train`` that are not TrainConfig / SAEHparams fields (every other one is, by name)."""
 
 
-def _opt(flag: str, help: str, panel: str | None = None) -> Any:
-    """An optional flag (None: the config file's value, else the default) in a --help panel."""
-    return typer.Option(None, flag, help=help, rich_help_panel=panel)
-
-
 @app.command("train")
 def train_cmd(
-    config: Optional[Path] = _opt(
-        "--config", "TOML file with any setting below (keys named like the flags, with underscores; several SAEs "
-        "as \\[\\[sae]] tables, all trained from one pass); flags win. Example: docs/train-config.md."
+    config: Optional[Path] = typer.Option(
+        None, "--config", help="TOML file with any setting below (keys named like the flags, with underscores; "
+        "several SAEs as \\[\\[sae]] tables, all trained from one pass); flags win. Example: docs/train-config.md."
     ),
-    store: Optional[str] = _opt("--store", "Activation store directory (from visae extract)."),
-    out: Optional[str] = _opt("--out", "Run directory to write."),
-    arch: Optional[str] = _opt("--arch", "relu | topk | batchtopk | jumprelu | matryoshka (default topk)."),
-    k: Optional[int] = _opt("--k", "Active latents per token for top-k families (default 32)."),
-    expansion: Optional[int] = _opt("--expansion", "Width as a multiple of the store's d (default 16)."),
-    d_sae: Optional[int] = _opt("--d-sae", "Explicit number of latents (overrides --expansion)."),
-    training_tokens: Optional[int] = _opt(
-        "--training-tokens", "Training tokens (default: one pass over the store's training tokens)."
-    ),
-    tokens: Optional[str] = _opt("--tokens", "Token kinds to train on: patch | cls | registers | all (default: the "
-                                 "store's own; a store of all kinds trains on patch)."),  # fmt: skip
-    batch_size: Optional[int] = _opt("--batch-size", "Tokens per step (default 4096)."),
-    lr: Optional[float] = _opt("--lr", "Adam learning rate (default 2e-4*sqrt(16384/d_sae))."),
-    sparsity_coeff: Optional[float] = _opt("--sparsity-coeff", "L1 weight (relu, default 5), L0 (jumprelu, 1)."),
-    seed: Optional[int] = _opt("--seed", "Seed for init and data order (default 0)."),
-    dtype: Optional[str] = _opt("--dtype", "auto | fp32 | bf16 (bf16: encoder autocast; default auto: bf16 on a GPU)."),
-    device: Optional[str] = _opt("--device", "auto | cpu | cuda[:i] (default auto)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
-    force: bool = typer.Option(False, "--force", help="Replace whatever --out holds."),
-    lr_warmup: Optional[float] = _opt("--lr-warmup", "Share of steps with linear lr warmup (default 0.01).", SCHEDULE),
-    lr_decay: Optional[float] = _opt("--lr-decay", "Last share of steps, linear decay to 0 (default 0.2).", SCHEDULE),
-    sparsity_warmup: Optional[float] = _opt(
-        "--sparsity-warmup", "Share of steps over which the sparsity coefficient ramps up (default 0.05).", SCHEDULE
-    ),
-    grad_clip: Optional[float] = _opt("--grad-clip", "Gradient norm clip (default 1).", SCHEDULE),
-    auxk_coeff: Optional[float] = _opt("--auxk-coeff", "Weight of the AuxK dead-latent loss (default 1/32).", SCHEDULE),
-    prefixes: Optional[str] = _opt(
-        "--prefixes", "Matryoshka prefix sizes, comma-separated, ending at d_sae (default d_sae/16,/8,/4,/2,d_sae).",
-        SCHEDULE,
-    ),
-    bandwidth: Optional[float] = _opt("--bandwidth", "JumpReLU straight-through bandwidth (default 0.001).", SCHEDULE),
-    threshold_init: Optional[float] = _opt("--threshold-init", "JumpReLU initial threshold (default 0.001).", SCHEDULE),
-    normalize: Optional[bool] = typer.Option(
-        None, "--normalize/--no-normalize", rich_help_panel=SCHEDULE,
-        help="Train on (x - mean) * scale, the store's statistics (default on; folded into the saved weights).",
-    ),
-    holdout: Optional[float] = _opt(
-        "--holdout", "Share of the store's images kept out for held-out evaluation (default 0.05; 0: none).", EVAL
-    ),
-    eval_tokens: Optional[int] = _opt("--eval-tokens", "Held-out tokens evaluated (default 131072).", EVAL),
-    eval_every: Optional[int] = _opt("--eval-every", "Training tokens between evaluations (default: 10 a run).", EVAL),
-    eval_store: Optional[str] = _opt("--eval-store", "Evaluate on this store (another split) instead.", EVAL),
-    dead_tokens: Optional[int] = _opt(
-        "--dead-tokens", "Tokens without firing before a latent is dead (default: --dead-fraction of the run).", EVAL
-    ),
-    dead_fraction: Optional[float] = _opt("--dead-fraction", "Dead window as a share of the run (default 0.1).", EVAL),
-    name: Optional[str] = _opt("--name", "Name of the SAE in RUN/saes/ (default ARCH-kK-xE).", LOGS),
-    log_every: Optional[int] = _opt("--log-every", "Steps between metric lines (default 20).", LOGS),
-    checkpoint_every: Optional[int] = _opt("--checkpoint-every", "Tokens between checkpoints (default 10M).", LOGS),
-    median_sample: Optional[int] = _opt("--median-sample", "Tokens for the median b_dec init (default 65536).", LOGS),
+    store: Optional[str] = option(T, "store"),
+    out: Optional[str] = option(T, "out"),
+    arch: Optional[str] = option(S, "arch"),
+    k: Optional[int] = option(S, "k"),
+    expansion: Optional[int] = option(S, "expansion"),
+    d_sae: Optional[int] = option(S, "d_sae"),
+    training_tokens: Optional[int] = option(T, "training_tokens"),
+    tokens: Optional[str] = option(T, "tokens"),
+    batch_size: Optional[int] = option(T, "batch_size"),
+    lr: Optional[float] = option(S, "lr"),
+    sparsity_coeff: Optional[float] = option(S, "sparsity_coeff"),
+    seed: Optional[int] = option(T, "seed"),
+    dtype: Optional[str] = option(T, "dtype"),
+    device: Optional[str] = option(T, "device"),
+    resume: Optional[bool] = option(T, "resume"),
+    force: Optional[bool] = option(T, "force"),
+    lr_warmup: Optional[float] = option(T, "lr_warmup", panel=SCHEDULE),
+    lr_decay: Optional[float] = option(T, "lr_decay", panel=SCHEDULE),
+    sparsity_warmup: Optional[float] = option(T, "sparsity_warmup", panel=SCHEDULE),
+    grad_clip: Optional[float] = option(T, "grad_clip", panel=SCHEDULE),
+    auxk_coeff: Optional[float] = option(S, "auxk_coeff", panel=SCHEDULE),
+    prefixes: Optional[str] = option(S, "prefixes", panel=SCHEDULE),
+    bandwidth: Optional[float] = option(S, "bandwidth", panel=SCHEDULE),
+    threshold_init: Optional[float] = option(S, "threshold_init", panel=SCHEDULE),
+    normalize: Optional[bool] = option(T, "normalize", panel=SCHEDULE),
+    holdout: Optional[float] = option(T, "holdout", panel=EVAL),
+    eval_tokens: Optional[int] = option(T, "eval_tokens", panel=EVAL),
+    eval_every: Optional[int] = option(T, "eval_every", panel=EVAL),
+    eval_store: Optional[str] = option(T, "eval_store", panel=EVAL),
+    dead_tokens: Optional[int] = option(T, "dead_tokens", panel=EVAL),
+    dead_fraction: Optional[float] = option(T, "dead_fraction", panel=EVAL),
+    name: Optional[str] = option(S, "name", panel=LOGS),
+    log_every: Optional[int] = option(T, "log_every", panel=LOGS),
+    checkpoint_every: Optional[int] = option(T, "checkpoint_every", panel=LOGS),
+    median_sample: Optional[int] = option(T, "median_sample", panel=LOGS),
     sweep: Optional[Path] = typer.Option(None, "--sweep", hidden=True, help="Old name of --config."),
 ) -> None:
     """Train sparse autoencoders on an activation store.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -21,7 +21,7 @@ class ExtractConfig(Config):
     data: str
     """Image source spec: folder:PATH, synth-aircraft:PATH, fgvc-aircraft:PATH, hf:NAME, mnist5k."""
     out: Path
-    """Output directory: the store itself for one layer, one sub-directory per layer for several."""
+    """The store directory to write (several layers: one store in a sub-directory each, named after the layer)."""
     split: str | None = None
     """Dataset split to extract (default: the dataset's training split)."""
     tokens: Literal["patch", "cls", "registers", "all"] = "patch"
@@ -53,6 +53,19 @@ class ExtractConfig(Config):
     a store begun on one device can be finished on another."""
     skip_nonfinite: bool = False
     """Drop images whose activations are NaN/Inf (recorded in the metadata) instead of stopping."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _layer_alias(cls, values: Any) -> Any:
+        """``layer="name"`` (the CLI's ``--layer``, a TOML ``layer`` key) is ``layers=["name"]``."""
+        if not isinstance(values, dict) or "layer" not in values:
+            return values
+        values = dict(values)
+        layer = values.pop("layer")
+        if values.get("layers") is not None:
+            raise VisaeError("both 'layer' and 'layers' are given", "pass one of them (layers=[...] for several)")
+        values["layers"] = [layer] if isinstance(layer, str) else layer
+        return values
 
     @model_validator(mode="after")
     def _check(self) -> "ExtractConfig":

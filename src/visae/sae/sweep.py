@@ -27,7 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from visae.config import read_toml
+from visae.config import missing, read_toml
 from visae.errors import VisaeError, did_you_mean
 from visae.sae.train_config import SAEHparams, TrainConfig
 
@@ -82,8 +82,8 @@ def train_config(
     run, per_sae, tables = read_train_file(path) if path is not None else ({}, {}, None)
     run.update({k: v for k, v in (run_flags or {}).items() if v is not None})
     flags = {k: v for k, v in (sae_flags or {}).items() if v is not None}
-    if run.get("store") is None or run.get("out") is None:
-        missing = " and ".join(f"--{k}" for k in ("store", "out") if run.get(k) is None)
-        raise VisaeError(f"visae train needs {missing}", "pass the flag, or set it in the --config file")
+    for key in ("store", "out"):
+        if run.get(key) is None:
+            raise missing("visae train", TrainConfig, key, config=True)
     saes = [{**per_sae, **table, **flags} for table in (tables or [{}])]
     return TrainConfig.build(**run, saes=saes)

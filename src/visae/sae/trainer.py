@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from visae.artifact import prepare_out, write_marker
+from visae.artifact import prepare_out, read_marker, write_marker
 from visae.atomic import write_json, write_text, write_with
 from visae.device import resolve_device
 from visae.errors import VisaeError
@@ -90,6 +90,9 @@ def _train(cfg: TrainConfig, source: TokenSource | None) -> Run:
             f"{tokens} training tokens and {len(train_src)} tokens to train on make no full batch of {cfg.batch_size}",
             "lower --batch-size or raise --training-tokens",
         )
+    done = _finished_same(cfg)
+    if done is not None:
+        return done
     out = prepare_out(cfg.out, RUN_KIND, force=cfg.force, resume=cfg.resume)
     state = _check_resume(out, cfg, source) if cfg.resume else None
     device = resolve_device(cfg.device)
@@ -110,6 +113,27 @@ def _train(cfg: TrainConfig, source: TokenSource | None) -> Run:
     _loop(members, train_src, cfg, out, start, total_steps, mean_D, scale, evaluator)
     _finish(members, source, cfg, out, mean_D, scale, total_steps, evaluator)
     return Run(out, [m.name for m in members])
+
+
+def _finished_same(cfg: TrainConfig) -> Run | None:
+    """The finished run in ``cfg.out`` when it was trained with these very settings (reused, like extract's
+    store); one trained with other settings is refused, naming what changed. None: train (or let
+    ``prepare_out`` decide)."""
+    out = Path(cfg.out)
+    marker = read_marker(out) if out.is_dir() and not (cfg.force or cfg.resume) else None
+    if not marker or marker.get("kind") != RUN_KIND or not marker.get("complete"):
+        return None
+    try:
+        before = TrainConfig.model_validate(json.loads((out / CONFIG_FILE).read_text())).fingerprint()
+    except (OSError, ValueError):  # no or an unreadable train.json: prepare_out refuses the directory
+        return None
+    now = cfg.fingerprint()
+    if before != now:
+        changed = ", ".join(k for k in now if before.get(k) != now[k]) or "settings"
+        raise VisaeError(f"{out} already holds a finished run trained with other settings ({changed} changed)",
+                         "pass --force to replace it, or choose another --out")  # fmt: skip
+    info(f"{out}: already trained (same settings); pass --force to redo it")
+    return Run(out, list(marker.get("saes") or []))
 
 
 def split_source(source: TokenSource, cfg: TrainConfig) -> tuple[TokenSource, TokenSource | None]:

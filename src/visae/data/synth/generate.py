@@ -52,7 +52,7 @@ class SynthAircraftConfig(Config):
     """Generate the procedural aircraft dataset (visae's stand-in for FGVC-Aircraft)."""
 
     out: Path
-    """Directory to write the dataset into (refused if it holds another artifact, unless force)."""
+    """Directory to write the dataset into (refused if it holds another artifact, unless --force)."""
     n_train: int = Field(default=24_000, ge=0, le=MAX_IMAGES)
     """Training images, balanced over the in-distribution variants."""
     n_val: int = Field(default=2_000, ge=0, le=MAX_IMAGES)
@@ -71,7 +71,7 @@ class SynthAircraftConfig(Config):
     workers: int = Field(default_factory=lambda: min(2, os.cpu_count() or 1), ge=1, le=64)
     """Processes that render in parallel."""
     force: bool = False
-    """Replace whatever ``out`` holds."""
+    """Replace whatever --out holds."""
 
     @model_validator(mode="after")
     def _enough_images(self) -> "SynthAircraftConfig":

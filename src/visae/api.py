@@ -1,0 +1,127 @@
+"""The notebook API: one function per CLI command, keyword arguments named like its flags.
+
+``visae.train(store="acts", out="run", arch="topk", k=32)`` is ``visae train --store acts --out run
+--arch topk --k 32``: each function only builds the stage's typed config (the single source of names,
+defaults and checks) and calls the stage. A config object works too (``visae.train(cfg)``), and
+``config="file.toml"`` reads a file as ``--config`` does (keywords win). A boolean flag's negation
+is accepted under the CLI's name: ``no_random_baseline=True`` is ``random_baseline=False``.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+from typing import Any, TypeVar
+
+from visae.config import Config
+from visae.errors import VisaeError, did_you_mean
+
+C = TypeVar("C", bound=Config)
+
+
+def extract(cfg: Any = None, *, backbone: Any = None, config: str | Path | None = None, **flags: Any) -> Any:
+    """``visae extract``: the Store (one layer) or a dict layer -> Store. ``layer="name"`` or ``layers=[...]``."""
+    from visae.extraction import ExtractConfig
+    from visae.extraction.run import extract as run
+
+    return run(_config(ExtractConfig, cfg, config, flags), backbone=backbone)
+
+
+def train(cfg: Any = None, *, config: str | Path | None = None, **flags: Any) -> Any:
+    """``visae train``: the Run. Per-SAE keywords (arch, k, expansion, d_sae, lr, ...) apply to every SAE,
+    as the flags do; several SAEs come from ``[[sae]]`` tables of a ``config`` file or ``saes=[...]``."""
+    from visae.sae.sweep import run_keys, sae_keys, train_config
+    from visae.sae.train_config import TrainConfig
+    from visae.sae.trainer import train as run
+
+    if isinstance(cfg, TrainConfig):
+        return run(_config(TrainConfig, cfg, config, flags))
+    flags = _flags(TrainConfig, _positional(cfg, config, flags), known=run_keys() | sae_keys() | {"saes"})
+    if "saes" in flags:  # explicit SAE list: no flat per-SAE keywords to merge
+        return run(_config(TrainConfig, None, flags.pop("config", None), flags))
+    path = flags.pop("config", None)
+    per_sae = {k: v for k, v in flags.items() if k in sae_keys()}
+    return run(train_config(path, {k: v for k, v in flags.items() if k not in per_sae}, per_sae))
+
+
+def analyze(cfg: Any = None, *, config: str | Path | None = None, **flags: Any) -> Path:
+    """``visae analyze``: the path of the feature DB (``visae.summary(path)`` reads its headline numbers)."""
+    from visae.analysis import AnalyzeConfig
+    from visae.analysis import analyze as run
+
+    return run(_config(AnalyzeConfig, cfg, config, flags))
+
+
+def report(cfg: Any = None, *, config: str | Path | None = None, **flags: Any) -> Path:
+    """``visae report``: the path of the HTML file."""
+    from visae.report import ReportConfig
+    from visae.report import report as run
+
+    return run(_config(ReportConfig, cfg, config, flags))
+
+
+def demo(cfg: Any = None, *, config: str | Path | None = None, **flags: Any) -> dict[str, Any]:
+    """``visae demo``: the summary the command prints, as a dict."""
+    from visae.demo import DemoConfig
+    from visae.demo import demo as run
+
+    return run(_config(DemoConfig, cfg, config, flags))
+
+
+class _StageModule(types.ModuleType):
+    """A module named like its stage function (``visae.report``, ``visae.demo``) that is also that function.
+
+    Importing ``visae.report`` binds the name ``report`` of the ``visae`` package to the module, so the
+    notebook function must be reachable through the module too: ``visae.report(run=...)`` works either way.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return getattr(sys.modules[__name__], self.__name__.rsplit(".", 1)[-1])(*args, **kwargs)
+
+
+def callable_module(name: str) -> None:
+    """Make the module ``name`` (``visae.report``) callable as its notebook function (``visae.api.report``)."""
+    sys.modules[name].__class__ = _StageModule
+
+
+def _config(cls: type[C], cfg: Any, config: str | Path | None, flags: dict[str, Any]) -> C:
+    """``cfg`` (a ``cls``) with ``flags`` applied, or ``cls`` from a TOML file and/or ``flags``."""
+    if isinstance(cfg, cls):
+        if config is not None:
+            raise VisaeError(f"both a {cls.__name__} and config={config!r} are given", "pass one of them")
+        if not flags:
+            return cfg
+        flags = _flags(cls, flags)
+        base = {k: v for k, v in cfg.model_dump().items() if not (k == "layers" and "layer" in flags)}
+        return cfg.build(**{**base, **flags})
+    flags = _flags(cls, _positional(cfg, config, flags))
+    path = flags.pop("config", None)
+    return cls.from_toml(path, **flags) if path is not None else cls.build(**flags)
+
+
+def _positional(cfg: Any, config: str | Path | None, flags: dict[str, Any]) -> dict[str, Any]:
+    """The keywords, with a TOML path given positionally or as ``config=`` under ``config``."""
+    if cfg is not None and not isinstance(cfg, (str, Path)):
+        raise VisaeError(f"expected a config object or a TOML path, got {type(cfg).__name__}", "pass keywords named like the CLI flags")
+    if cfg is not None and config is not None:
+        raise VisaeError("a TOML path is given twice (positionally and as config=)", "pass one of them")
+    path = cfg if cfg is not None else config
+    return {**flags, "config": path} if path is not None else dict(flags)
+
+
+def _flags(cls: type[Config], flags: dict[str, Any], known: set[str] | None = None) -> dict[str, Any]:
+    """``flags`` with CLI negations (``no_x=True``) turned into fields (``x=False``); unknown names refused."""
+    if known is None:
+        known = set(cls.model_fields) | ({"layer"} if "layers" in cls.model_fields else set())
+    out: dict[str, Any] = {}
+    for key, value in flags.items():
+        field = key.removeprefix("no_")
+        if key not in known and key != "config" and key.startswith("no_") and field in known:
+            out[field] = None if value is None else not value
+        elif key in known or key == "config":
+            out[key] = value
+        else:
+            hint = did_you_mean(key, known)
+            raise VisaeError(f"unknown setting '{key}' for {cls.__name__}", hint or f"known: {', '.join(sorted(known))}")
+    return out

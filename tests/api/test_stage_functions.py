@@ -1,0 +1,100 @@
+"""visae.extract / train / analyze / report / demo: keywords named like the CLI flags -> the stage's typed config."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+import visae
+from visae.errors import VisaeError
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """Replace each stage function with one that records the config it was given."""
+    got: dict[str, object] = {}
+
+    def fake(name):
+        def stage(cfg, **_):
+            got[name] = cfg
+            return name
+
+        return stage
+
+    for module, name in [("visae.extraction.run", "extract"), ("visae.sae.trainer", "train"),
+                         ("visae.analysis", "analyze"), ("visae.report", "report"), ("visae.demo", "demo")]:  # fmt: skip
+        monkeypatch.setattr(importlib.import_module(module), name, fake(name))
+    return got
+
+
+def test_layer_is_an_alias_of_a_one_layer_list():
+    cfg = visae.ExtractConfig(model="hf:m", layer="encoder.stages.1", data="folder:d", out="o")
+    assert cfg.layers == ["encoder.stages.1"]
+    with pytest.raises(VisaeError, match="both 'layer' and 'layers'"):
+        visae.ExtractConfig.build(model="hf:m", layer="a", layers=["b"], data="folder:d", out="o")
+
+
+def test_flat_sae_keywords_build_the_same_config_as_the_cli_split(captured):
+    from visae.sae.sweep import train_config
+
+    assert visae.train(store="s", out="r", arch="batchtopk", k=8, expansion=4, lr=1e-3, batch_size=512) == "train"
+    want = train_config(None, {"store": "s", "out": "r", "batch_size": 512}, {"arch": "batchtopk", "k": 8, "expansion": 4, "lr": 1e-3})
+    assert captured["train"] == want and len(want.saes) == 1 and want.saes[0].k == 8
+
+
+def test_a_toml_config_works_like_the_config_flag_and_keywords_win(captured, tmp_path):
+    toml = tmp_path / "sweep.toml"
+    toml.write_text('store = "s"\nout = "r"\nexpansion = 4\n[[sae]]\narch = "topk"\nk = 16\n[[sae]]\narch = "batchtopk"\nk = 32\n')
+    visae.train(config=toml, k=8, seed=3)
+    cfg = captured["train"]
+    assert [(s.arch, s.k, s.expansion) for s in cfg.saes] == [("topk", 8, 4), ("batchtopk", 8, 4)] and cfg.seed == 3
+    (tmp_path / "ex.toml").write_text('model = "hf:m"\nlayer = "l"\ndata = "folder:d"\nout = "o"\n')
+    visae.extract(config=tmp_path / "ex.toml", batch_size=4)
+    assert captured["extract"].layers == ["l"] and captured["extract"].batch_size == 4
+
+
+def test_cli_negations_and_config_objects(captured, tmp_path):
+    visae.analyze(run=tmp_path, no_random_baseline=True, no_text_labels=False, top=4)
+    cfg = captured["analyze"]
+    assert cfg.random_baseline is False and cfg.text_labels is True and cfg.top == 4
+    report_cfg = visae.ReportConfig(run=tmp_path, latents=3)
+    assert visae.report(report_cfg) == "report" and captured["report"] is report_cfg
+    visae.report(report_cfg, images=2)
+    assert captured["report"].latents == 3 and captured["report"].images == 2
+    visae.demo(quick=True, out=tmp_path)
+    assert captured["demo"] == visae.DemoConfig(quick=True, out=tmp_path)
+
+
+def test_report_and_demo_stay_the_functions_once_their_modules_are_imported(captured, tmp_path):
+    import visae.demo
+    import visae.report
+
+    assert visae.report(run=tmp_path) == "report" and visae.demo(out=tmp_path) == "demo"
+    assert visae.report.ReportConfig is visae.ReportConfig  # still the package
+
+
+def test_unknown_keywords_are_refused_with_a_suggestion(captured):
+    with pytest.raises(VisaeError, match="unknown setting 'expansoin'.*did you mean 'expansion'"):
+        visae.train(store="s", out="r", expansoin=4)
+    with pytest.raises(VisaeError, match="unknown setting 'layer'"):
+        visae.analyze(run="r", layer="x")
+    with pytest.raises(VisaeError, match="visae train needs --out"):
+        visae.train(store="s")
+
+
+@pytest.mark.parametrize("command", ["extract", "train", "analyze", "report", "demo"])
+def test_every_cli_flag_is_a_keyword_of_the_function(captured, command):
+    """One-to-one with the CLI: each (visible) option of the command is accepted under its own name."""
+    import typer
+
+    from visae.api import _flags
+    from visae.cli import app
+    from visae.sae.sweep import run_keys, sae_keys
+
+    click_cmd = typer.main.get_command(app).commands[command]  # type: ignore[attr-defined]
+    cls = {"extract": visae.ExtractConfig, "train": visae.TrainConfig, "analyze": visae.AnalyzeConfig,
+           "report": visae.ReportConfig, "demo": visae.DemoConfig}[command]  # fmt: skip
+    known = run_keys() | sae_keys() if command == "train" else None
+    names = [p.name for p in click_cmd.params if not getattr(p, "hidden", False) and p.name != "config"]
+    assert names and _flags(cls, {n: None for n in names}, known=known).keys() <= set(cls.model_fields) | sae_keys() | {"layer"}
