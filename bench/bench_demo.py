@@ -15,7 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
-from visae.demo import DemoConfig, demo
+from visae.reference_study import DemoConfig, demo
 
 
 def run(out: Path, quick: bool) -> dict:

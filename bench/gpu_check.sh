@@ -90,7 +90,7 @@ W="$WORK/run"
 DATA="synth-aircraft:$W/data"
 stage "data synth-aircraft" visae data synth-aircraft --out "$W/data" --n-train "$N_TRAIN" --n-val "$N_VAL" --n-ood "$N_OOD" --workers "$WORKERS"
 stage "classifier train" visae classifier train --data "$DATA" --out "$W/clf" --epochs 1 --batch-size "$CLF_BATCH" --device "$DEVICE"
-LAYER="$("$PY" -c 'import sys; from visae.demo import final_stage; print(final_stage(sys.argv[1]))' "hf:$W/clf" 2>>"$LOG" || echo convnext.encoder.stages.1)"
+LAYER="$("$PY" -c 'import sys; from visae.reference_study import final_stage; print(final_stage(sys.argv[1]))' "hf:$W/clf" 2>>"$LOG" || echo convnext.encoder.stages.1)"
 stage "extract" visae extract --model "hf:$W/clf" --layer "$LAYER" --data "$DATA" --out "$W/store" --batch-size "$EXT_BATCH" --device "$DEVICE"
 for arch in topk batchtopk; do
   stage "train $arch" visae train --store "$W/store" --arch "$arch" --k "$K" --expansion "$EXPANSION" --batch-size "$SAE_BATCH" --out "$W/sae-$arch" --device "$DEVICE"

@@ -23,7 +23,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "SAEHparams": ("visae.sae.train_config", "SAEHparams"),
     "AnalyzeConfig": ("visae.analysis", "AnalyzeConfig"),
     "ReportConfig": ("visae.report", "ReportConfig"),
-    "DemoConfig": ("visae.demo", "DemoConfig"),
+    "DemoConfig": ("visae.reference_study", "DemoConfig"),
 }
 __all__ = sorted(_LAZY)
 

@@ -63,8 +63,8 @@ def report(cfg: Any = None, *, config: str | Path | None = None, **flags: Any) -
 
 def demo(cfg: Any = None, *, config: str | Path | None = None, **flags: Any) -> dict[str, Any]:
     """``visae demo``: the summary the command prints, as a dict."""
-    from visae.demo import DemoConfig
-    from visae.demo import demo as run
+    from visae.reference_study import DemoConfig
+    from visae.reference_study import demo as run
 
     return run(_config(DemoConfig, cfg, config, flags))
 

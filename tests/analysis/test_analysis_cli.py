@@ -24,11 +24,15 @@ def test_analyze_and_report_commands(planted, tmp_path, capsys):
     assert cli("analyze", "--run", str(run), "--top", "4", "--batch-images", "3") == 0
     out = capsys.readouterr().out
     assert "6 latents over 12 images" in out
-    for measure in ("part-pure units", "class-selective units"):  # each a fraction next to both baselines
+    for measure in ("part-pure units", "class-selective units", "border/position units"):  # each next to both baselines
         line = next(line for line in out.splitlines() if line.startswith(measure))
         assert re.search(r"SAE \d+\.\d% \(\d/6 latents\) vs raw channels \d+\.\d% \(\d+/12 signed channels\) "
                          r"vs random-init SAE \d+\.\d% \(\d/6 latents\)$", line), line
     assert (run / "features.sqlite").is_file()
+    assert re.search(r"^labelled latents: .*unlabelled \(below every threshold, best guess kept apart\): \d+$", out, re.M)
+    assert re.search(r"^near-duplicate images: \d+ pairs among 12 compared", out, re.M)
+    assert cli("analyze", "--run", str(run), "--force", "--no-dedup", "--spare", "0") == 0
+    assert "near-duplicate images: not collapsed (turned off)" in capsys.readouterr().out
     assert cli("analyze", "--run", str(run)) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "--force" in err and len(err.splitlines()) == 1

@@ -115,3 +115,24 @@ def test_refuses_existing_db_and_mismatched_store(planted, tmp_path):
         analyze(AnalyzeConfig(run=run, store=dino, force=True))
     with pytest.raises(VisaeError, match="is a visae store, not a sae-run"):
         analyze(AnalyzeConfig(run=store))
+
+
+def test_a_db_of_the_previous_schema_asks_for_a_new_analysis(planted, tmp_path):
+    """A feature DB written before near-duplicates, border units and guesses (schema 2) is refused with
+    the command that rebuilds it, by the reader and by the report, rather than crashing on a missing column."""
+    import json
+    import sqlite3
+
+    from visae.report import ReportConfig, report
+
+    run, _, _ = planted
+    db_path = analyze(AnalyzeConfig(run=run, top=2))
+    con = sqlite3.connect(db_path)
+    con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (json.dumps(2),))
+    con.execute("ALTER TABLE latents DROP COLUMN guess")
+    con.commit()
+    con.close()
+    with pytest.raises(VisaeError, match=r"older visae \(feature DB schema 2, now 3\).*rerun `visae analyze --force`"):
+        FeatureDB(db_path)
+    with pytest.raises(VisaeError, match="rerun `visae analyze --force`"):
+        report(ReportConfig(run=run, out=tmp_path / "r.html"))

@@ -25,7 +25,23 @@ def test_render_puts_heat_on_the_active_cell_and_outlines_it():
     assert np.abs(hot - LUT[255]).sum() < np.abs(hot - LUT[0]).sum()
     assert hot.sum() > cold.sum() + 200
     assert tuple(img[0, 50]) == OUTLINE  # the outline runs along the cell's top edge
-    assert top_cells(map_hw) == [(0, 3)] and top_cells(np.zeros((2, 2))) == []
+    assert top_cells(map_hw, vmax=2.0) == [(0, 3)] and top_cells(np.zeros((2, 2)), vmax=1.0) == []
+
+
+def test_boxes_are_relative_to_the_latents_max_not_the_images():
+    """A weak image of a strong latent: its own best cell is at 6% of the latent's max, so no box; a cell
+    at 60% of the latent's max is boxed, one at 40% is not, whatever the image's own max."""
+    view = np.full((SIZE, SIZE, 3), 100, np.uint8)
+    weak = np.zeros((GRID, GRID), np.float32)
+    weak[1, 1] = 0.06
+    assert top_cells(weak, vmax=1.0) == []
+    img = np.asarray(render(view, weak, vmax=1.0, size=64))
+    assert not (img == OUTLINE).all(axis=2).any(), "a box was drawn on a cell at 6% of the latent's max"
+    mixed = np.zeros((GRID, GRID), np.float32)
+    mixed[0, 0], mixed[3, 3] = 0.6, 0.4
+    assert top_cells(mixed, vmax=1.0) == [(0, 0)]
+    img = np.asarray(render(view, mixed, vmax=1.0, size=64))
+    assert tuple(img[0, 8]) == OUTLINE and tuple(img[48, 56]) != OUTLINE
 
 
 def test_missing_image_renders_grey_placeholder():

@@ -7,7 +7,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from visae.analysis.labels import class_part_labels, nearest_phrases, projection_for_layer, vocabulary
+from visae.analysis.labels import (
+    class_evidence, clip_evidence, decide_labels, nearest_phrases, part_evidence, projection_for_layer, vocabulary,
+)
 from visae.analysis.parts import cell_parts, distinct_images, dominant_part, part_pure
 from visae.analysis.stats import HIST_BINS, HIST_EDGES, LatentStats, class_selectivity, selective
 from visae.analysis.topk import TopK
@@ -104,12 +106,29 @@ def test_dominant_part_and_purity_need_distinct_images():
     assert part_pure(part, share, n_images, min_images=3)[4]
 
 
-def test_labels_pick_the_better_supported_source():
-    labels = class_part_labels(np.array([0, 1, -1, 0]), np.array([0.9, 0.4, 0, 0.95]), np.array([1, 1, 0, 0], bool),
-                               ["jet", "prop"], np.array([1, 2, 0, 1]), np.array([0.5, 0.95, 1.0, 0.9]),
-                               np.array([1, 1, 0, 0], bool), ["background", "wing", "tail"])
-    assert labels.label_S == ["jet", "tail", "", ""]  # the last one is neither selective nor pure: no label
-    assert labels.source_S == ["class", "part", "", ""]
+def test_labels_pick_the_better_supported_source_and_never_label_a_guess():
+    n_images = np.array([9, 9, 0, 9, 3, 9])
+    distinct = np.array([9, 9, 0, 9, 3, 2])  # latent 5: 9 images, but 7 of them near-duplicates
+    cls = class_evidence(np.array([0, 1, -1, 0, 1, 0]), np.array([0.9, 0.4, 0, 0.95, 1.0, 0.9]), n_images, distinct,
+                         8, ["jet", "prop"], 0.8)
+    part = part_evidence(np.array([1, 2, 0, 1, -1, -1]), np.array([0.5, 0.95, 1.0, 0.41, 0, 0]),
+                         np.array([9, 9, 9, 9, 0, 0]), 8, ["background", "wing", "tail"], 0.8)
+    labels = decide_labels([cls, part], 6)
+    assert labels.label_S == ["jet", "tail", "", "jet", "", ""]
+    assert labels.source_S == ["class", "part", "", "class", "", ""]
+    # below a threshold: no label, but the best guess (closest to its threshold), kept apart, with the reason
+    assert labels.guess_S[2:] == ["background", "", "prop", "jet"]
+    assert labels.why_S[2] == "the top patches fall mostly on the background"
+    assert labels.why_S[4] == "fired on 3 images < 8" and labels.guess_score_S[4] == 1.0
+    assert labels.why_S[5] == "2 distinct images (near-duplicates counted once) < 8"
+    assert labels.guess_S[:2] == ["", ""]  # a labelled latent has no guess
+    # a border/position latent is labelled as such; its content evidence is only a guess
+    border = decide_labels([cls, part], 6, np.array([1, 0, 0, 0, 0, 0], bool), np.full(6, 7.5))
+    assert (border.label_S[0], border.source_S[0], border.score_S[0]) == ("border/position", "border", 7.5)
+    assert (border.guess_S[0], border.why_S[0]) == ("jet", "a border/position latent")
+    # a CLIP phrase is a label only above its random-direction threshold
+    clip = decide_labels([clip_evidence(["sky", "wing"], np.array([0.31, 0.2]), 0.25)], 2)
+    assert clip.label_S == ["sky", ""] and clip.guess_S == ["", "wing"] and "0.20 < 0.25" in clip.why_S[1]
     assert vocabulary(["boeing_737"], ["background", "wing"], ["rivets"])[:3] == ["rivets", "boeing 737", "wing"]
 
 

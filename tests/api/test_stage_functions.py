@@ -23,7 +23,7 @@ def captured(monkeypatch):
         return stage
 
     for module, name in [("visae.extraction.run", "extract"), ("visae.sae.trainer", "train"),
-                         ("visae.analysis", "analyze"), ("visae.report", "report"), ("visae.demo", "demo")]:  # fmt: skip
+                         ("visae.analysis", "analyze"), ("visae.report", "report"), ("visae.reference_study", "demo")]:  # fmt: skip
         monkeypatch.setattr(importlib.import_module(module), name, fake(name))
     return got
 

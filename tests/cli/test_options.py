@@ -12,7 +12,7 @@ from visae.classifier.config import ClassifierConfig
 from visae.cli.options import default_text
 from visae.config import field_doc
 from visae.data.synth.generate import SynthAircraftConfig
-from visae.demo import DemoConfig
+from visae.reference_study import DemoConfig
 from visae.extraction.config import ExtractConfig
 from visae.report.build import ReportConfig
 from visae.sae.train_config import SAEHparams, TrainConfig

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from visae.demo import _weak_classifier, duration
+from visae.reference_study import _weak_classifier, duration
 
 
 def test_a_weak_classifier_is_called_weak_with_what_to_do():

@@ -30,11 +30,21 @@ def test_report_is_self_contained_and_complete(html_report, planted):
     # every measure as a fraction, next to the raw channels (both signs) and a random-init SAE
     assert re.search(r"<td>SAE</td><td><b>\d+\.\d%</b></td><td>[2-6] of 6 latents</td>", html)
     assert re.search(r"<td>raw channels</td><td><b>\d+\.\d%</b></td><td>\d+ of 12 signed channels</td>", html)
-    assert html.count("<td>random-init SAE</td><td><b>") == 2  # part purity and class selectivity
+    assert html.count("<td>random-init SAE</td><td><b>") == 3  # part purity, border units and class selectivity
     assert "hf:test/tiny" in html and "blocks.3" in html
     for section in ("Run summary", "Latent density", "Part purity", "Class selectivity", "frequency band", "per class"):
         assert section.lower() in html.lower()
     assert "#0 · wing" in html  # latent 0 is labelled by the part it fires on
+    # a latent below every threshold reads 'unlabelled', its best guess shown as a guess with the reason
+    assert re.search(r"<span class='unlabelled'>unlabelled</span> <span class='guess'>\(best guess: [^<]+; not a label: "
+                     r"[^<]+\)</span>", html)
+    # the legend explains every mark: colour scale (with its bar), boxes relative to the latent's max, captions,
+    # near-duplicates, labels and guesses, the border badge
+    legend = html[html.index("How to read the heatmaps"):html.index("<h2>Latent density")]
+    assert 'alt="colour scale"' in legend and "latent's largest activation over all analysed images" in legend
+    assert "at least 50% of the latent's largest activation" in legend and "not of that image's own maximum" in legend
+    for mark in ("Caption", "Near-duplicates", "best guess", "badge border"):
+        assert mark in legend, mark
     assert (planted[0] / "heatmaps").is_dir()
 
 

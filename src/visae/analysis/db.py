@@ -20,8 +20,10 @@ from visae.atomic import atomic_path
 from visae.errors import VisaeError
 
 DB_NAME = "features.sqlite"
-SCHEMA_VERSION = 2
-"""2: prior-corrected class selectivity, capped top patches, signed raw channels, class counts."""
+SCHEMA_VERSION = 3
+"""2: prior-corrected class selectivity, capped top patches, signed raw channels, class counts.
+3: near-duplicates collapsed (top_dups, distinct_images, top_examples.dups), border/position units
+(edge_share, edge_ratio, border), best guesses of unlabelled latents (guess*)."""
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -30,12 +32,14 @@ CREATE TABLE latents (
   top_class INTEGER NOT NULL, class_share REAL NOT NULL, class_selectivity REAL NOT NULL, class_entropy REAL NOT NULL,
   class_selective INTEGER NOT NULL, part INTEGER NOT NULL, part_share REAL NOT NULL, part_images INTEGER NOT NULL,
   part_pure INTEGER NOT NULL, label TEXT NOT NULL, label_score REAL NOT NULL, label_source TEXT NOT NULL,
-  clip_phrase TEXT, clip_score REAL
+  clip_phrase TEXT, clip_score REAL,
+  border INTEGER NOT NULL, edge_share REAL, edge_ratio REAL, top_dups INTEGER NOT NULL, distinct_images INTEGER NOT NULL,
+  guess TEXT NOT NULL, guess_score REAL NOT NULL, guess_source TEXT NOT NULL, guess_why TEXT NOT NULL
 );
 CREATE TABLE top_examples (
   latent INTEGER NOT NULL, ranking TEXT NOT NULL, rank INTEGER NOT NULL,
   image_index INTEGER NOT NULL, image_id TEXT NOT NULL, label INTEGER NOT NULL,
-  score REAL NOT NULL, map BLOB NOT NULL,
+  score REAL NOT NULL, map BLOB NOT NULL, dups INTEGER NOT NULL,
   PRIMARY KEY (latent, ranking, rank)
 );
 CREATE TABLE top_patches (
@@ -48,7 +52,7 @@ CREATE TABLE channels (
   id INTEGER PRIMARY KEY, channel INTEGER NOT NULL, sign INTEGER NOT NULL, n_images INTEGER NOT NULL,
   top_class INTEGER NOT NULL, class_share REAL NOT NULL, class_selectivity REAL NOT NULL,
   class_selective INTEGER NOT NULL, part INTEGER NOT NULL, part_share REAL NOT NULL, part_images INTEGER NOT NULL,
-  part_pure INTEGER NOT NULL
+  part_pure INTEGER NOT NULL, edge_ratio REAL, border INTEGER NOT NULL
 );
 CREATE TABLE class_mass (latent INTEGER NOT NULL, class INTEGER NOT NULL, mass REAL NOT NULL, PRIMARY KEY (latent, class));
 CREATE TABLE histograms (latent INTEGER PRIMARY KEY, bins BLOB NOT NULL);
@@ -61,7 +65,8 @@ CREATE INDEX class_mass_class ON class_mass (class, mass);
 LATENT_COLUMNS = (
     "id", "freq", "mean_act", "max_act", "n_images", "top_class", "class_share", "class_selectivity", "class_entropy",
     "class_selective", "part", "part_share", "part_images", "part_pure", "label", "label_score", "label_source",
-    "clip_phrase", "clip_score",
+    "clip_phrase", "clip_score", "border", "edge_share", "edge_ratio", "top_dups", "distinct_images",
+    "guess", "guess_score", "guess_source", "guess_why",
 )
 
 
@@ -115,6 +120,12 @@ class FeatureDB:
         if self.path.is_dir():
             self.path = self.path / DB_NAME
         if not self.path.is_file():
+            from visae.artifact import read_marker
+
+            kind = (read_marker(self.path.parent) or {}).get("kind") if self.path.parent.is_dir() else None
+            if kind not in (None, "sae-run"):
+                raise VisaeError(f"{self.path.parent} is a visae {kind}, not an SAE run",
+                                 "pass the directory `visae train` wrote (then `visae analyze --run RUN`)")  # fmt: skip
             raise VisaeError(f"{self.path} does not exist", "run `visae analyze --run RUN` first")
         self.con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
         self.con.row_factory = sqlite3.Row

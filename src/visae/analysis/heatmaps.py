@@ -2,8 +2,10 @@
 
 The map (grid_H x grid_W, a CNN feature map or a ViT patch grid) is upsampled bilinearly to
 the preprocessed image (resized and centre-cropped as the backbone saw it), coloured with a
-small built-in colormap, blended over the image, and the image's strongest cells are
-outlined. An image that cannot be read renders as a grey placeholder with the same overlay.
+small built-in colormap, blended over the image, and the cells at or above half of the LATENT's
+max activation (over all analysed images) are outlined, so the colours and the boxes of a latent's
+top images share one scale and a box never marks a cell that is only strong for its own image. An
+image that cannot be read renders as a grey placeholder with the same overlay.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ LUT = np.stack([np.interp(np.linspace(0, 1, 256), _ANCHORS[:, 0], _ANCHORS[:, c]
 
 OUTLINE = (0, 255, 255)
 MAX_OUTLINED = 6
+"""At most this many cells are outlined on one image (the strongest)."""
+BOX_REL = 0.5
+"""A cell is outlined when its activation is at least this share of the latent's max activation."""
 PLACEHOLDER_GREY = 128
 
 
@@ -42,22 +47,20 @@ def upsample(map_hw: np.ndarray, size: int) -> np.ndarray:
     return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)[0, 0].numpy()
 
 
-def top_cells(map_hw: np.ndarray, n: int = MAX_OUTLINED, rel: float = 0.5) -> list[tuple[int, int]]:
-    """The image's strongest cells: at most n, each >= rel * the map's max, max > 0."""
-    flat = map_hw.ravel()
-    peak = float(flat.max()) if flat.size else 0.0
-    if peak <= 0:
-        return []
+def top_cells(map_hw: np.ndarray, vmax: float, n: int = MAX_OUTLINED, rel: float = BOX_REL) -> list[tuple[int, int]]:
+    """The cells to outline: at most n, strongest first, each > 0 and >= rel * ``vmax`` (the latent's max)."""
+    flat = np.nan_to_num(np.asarray(map_hw, dtype=np.float64)).ravel()
+    bar = max(rel * float(vmax), 0.0)
     order = np.argsort(-flat, kind="stable")[:n]
-    return [tuple(divmod(int(i), map_hw.shape[1])) for i in order if flat[i] >= rel * peak]
+    return [tuple(divmod(int(i), map_hw.shape[1])) for i in order if flat[i] > 0 and flat[i] >= bar]
 
 
 def render(view_HWC: np.ndarray | None, map_hw: np.ndarray, vmax: float, size: int = 160) -> Image.Image:
     """The overlay as a size x size RGB image.
 
     ``view_HWC`` is the preprocessed image (None: grey placeholder); ``vmax`` is the value
-    that maps to the top of the colormap (the latent's max activation, so the top images of
-    one latent share a scale).
+    that maps to the top of the colormap and the reference of the outlines (the latent's max
+    activation, so the top images of one latent share a scale).
     """
     if view_HWC is None:
         base = Image.new("RGB", (size, size), (PLACEHOLDER_GREY,) * 3)
@@ -70,15 +73,21 @@ def render(view_HWC: np.ndarray | None, map_hw: np.ndarray, vmax: float, size: i
     img = np.asarray(base, dtype=np.float32) * 0.75  # dim the photo a little so colour reads
     blend = img * (1 - alpha_HW1) + colorize(v_HW).astype(np.float32) * alpha_HW1
     out = Image.fromarray(np.clip(blend, 0, 255).astype(np.uint8))
-    _outline(out, map_hw, size)
+    _outline(out, map_hw, vmax, size)
     return out
 
 
-def _outline(img: Image.Image, map_hw: np.ndarray, size: int) -> None:
+def _outline(img: Image.Image, map_hw: np.ndarray, vmax: float, size: int) -> None:
     h, w = map_hw.shape
     if h * w <= 1:
         return
     draw = ImageDraw.Draw(img)
-    for y, x in top_cells(map_hw):
+    for y, x in top_cells(map_hw, vmax):
         box = (x * size / w, y * size / h, (x + 1) * size / w - 1, (y + 1) * size / h - 1)
         draw.rectangle(box, outline=OUTLINE, width=max(1, size // 100))
+
+
+def colour_bar(width: int = 240, height: int = 14) -> Image.Image:
+    """The colour scale as a horizontal bar, 0 (left) to the latent's max activation (right)."""
+    ramp_W = colorize(np.linspace(0, 1, width))
+    return Image.fromarray(np.repeat(ramp_W[None], height, axis=0))

@@ -328,8 +328,14 @@ class Images:
         return None if s is None else self.model_view(s.image_HWC)
 
     def model_view(self, image_HWC: np.ndarray) -> np.ndarray:
+        """The pixels ``Preprocess`` feeds the model, before it scales and normalises them: resized
+        with its resampling filter and centre-cropped by ``Preprocess.geometry``."""
+        from PIL import Image
+
         pre = self.preprocess
-        x_CHW = pre(image_HWC)
-        mean = torch.tensor(pre.mean).view(3, 1, 1)
-        std = torch.tensor(pre.std).view(3, 1, 1)
-        return ((x_CHW * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+        h, w = image_HWC.shape[:2]
+        rh, rw, top, left = pre.geometry(h, w)
+        if (rh, rw) != (h, w):
+            resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}[pre.resample]
+            image_HWC = np.asarray(Image.fromarray(np.asarray(image_HWC, dtype=np.uint8)).resize((rw, rh), resample))
+        return np.ascontiguousarray(image_HWC[top : top + pre.size, left : left + pre.size], dtype=np.uint8)

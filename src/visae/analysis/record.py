@@ -24,11 +24,21 @@ def _parts(sc: UnitScores, C: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     return sc.part_C, sc.part_share_C, sc.part_images_C, sc.pure_C  # type: ignore[return-value]
 
 
+def _edges(sc: UnitScores, C: int) -> tuple[list[float | None], list[float | None], np.ndarray]:
+    """(edge share, edge ratio, border) of each unit; None / None / False without an interior to the grid."""
+    if sc.border_C is None or sc.edge_ratio_C is None or sc.edge_share_C is None:
+        return [None] * C, [None] * C, np.zeros(C, bool)
+    return [float(v) for v in sc.edge_share_C], [float(v) for v in sc.edge_ratio_C], sc.border_C
+
+
 def latent_rows(res: ScanResult, sc: UnitScores, labels: Labels,
-                clip: tuple[list[str], np.ndarray] | None) -> list[tuple[Any, ...]]:  # fmt: skip
+                clip: tuple[list[str], np.ndarray, float] | None) -> list[tuple[Any, ...]]:  # fmt: skip
     st, sel = res.stats, sc.sel
     S = len(st.freq_S)
     part_S, part_share_S, part_images_S, pure_S = _parts(sc, S)
+    share_S, ratio_S, border_S = _edges(sc, S)
+    dropped = res.rankings["max"].dropped_S if "max" in res.rankings else None
+    dups_S = np.zeros(S, np.int64) if dropped is None else dropped
     rows = []
     for s in range(S):
         rows.append((
@@ -37,6 +47,8 @@ def latent_rows(res: ScanResult, sc: UnitScores, labels: Labels,
             int(sc.selective_C[s]), int(part_S[s]), float(part_share_S[s]), int(part_images_S[s]), int(pure_S[s]),
             labels.label_S[s], float(labels.score_S[s]), labels.source_S[s],
             clip[0][s] if clip else None, float(clip[1][s]) if clip else None,
+            int(border_S[s]), share_S[s], ratio_S[s], int(dups_S[s]), int(max(sc.n_images_C[s] - dups_S[s], 0)),
+            labels.guess_S[s], float(labels.guess_score_S[s]), labels.guess_source_S[s], labels.why_S[s],
         ))
     return rows
 
@@ -46,10 +58,11 @@ def channel_rows(sc: UnitScores) -> list[tuple[Any, ...]]:
     sel = sc.sel
     C = len(sel.top_C)
     part_C, share_C, images_C, pure_C = _parts(sc, C)
+    _, ratio_C, border_C = _edges(sc, C)
     return [
         (u, u // 2, 1 if u % 2 == 0 else -1, int(sc.n_images_C[u]), int(sel.top_C[u]), float(sel.share_C[u]),
          float(sel.index_C[u]), int(sc.selective_C[u]), int(part_C[u]), float(share_C[u]), int(images_C[u]),
-         int(pure_C[u]))
+         int(pure_C[u]), ratio_C[u], int(border_C[u]))
         for u in range(C)
     ]
 
@@ -63,8 +76,9 @@ def example_rows(name: str, r: Ranked, grid: tuple[int, int], ids: dict[int, str
     label = np.where(known, labels_by_image[np.clip(image, 0, max(len(labels_by_image) - 1, 0))], -1)
     blob = r.map_SKG[s_idx, k_idx].astype("<f2").tobytes()
     n = grid[0] * grid[1] * 2
+    dups = (np.zeros(len(s_idx), np.int64) if r.dups_SK is None else r.dups_SK[s_idx, k_idx]).tolist()
     return [
-        (s, name, k, img, ids.get(img, str(img)), lab, sc, blob[i * n : (i + 1) * n])
+        (s, name, k, img, ids.get(img, str(img)), lab, sc, blob[i * n : (i + 1) * n], dups[i])
         for i, (s, k, img, lab, sc) in enumerate(zip(s_idx.tolist(), k_idx.tolist(), image.tolist(), label.tolist(),
                                                       r.score_SK[s_idx, k_idx].tolist()))
     ]

@@ -16,8 +16,12 @@ from visae.analysis.inputs import (
     NOT_RECORDED, ImageTable, Images, Layout, RunInfo, analysed_kinds, check_compatible, layout_of, open_sae,
     open_store, read_run, sae_decoder,
 )
-from visae.analysis.labels import Labels, class_part_labels, clip_labels, vocabulary
-from visae.analysis.measures import UnitScores, score_scan, summarise
+from visae.analysis.dedup import MATCH, Neighbours, near_duplicates
+from visae.analysis.distinct import candidate_lists, dedup_summary, distinct
+from visae.analysis.labels import (
+    CLIP_QUANTILE, Labels, class_evidence, clip_evidence, clip_labels, decide_labels, part_evidence, vocabulary,
+)
+from visae.analysis.measures import BORDER_RATIO, UnitScores, score_scan, summarise
 from visae.analysis.overlays import HEATMAP_DIR, lock_dir
 from visae.analysis.parts import MIN_IMAGES, PURE_SHARE
 from visae.analysis.record import fill, latent_rows
@@ -50,6 +54,13 @@ class AnalyzeConfig(Config):
     """Where the SAEs encode: auto (a GPU when there is one), cpu, cuda or cuda:N. Statistics stay on the CPU."""
     top: int = Field(32, ge=1, le=1024)
     """Top images kept per latent and ranking (with their activation maps)."""
+    spare: int = Field(16, ge=0, le=1024)
+    """Extra candidates kept per latent and ranking (and per unit's top patches) during the pass, so that
+    near-duplicate images can be dropped and the lists still hold `top` distinct images (memory grows by
+    (top + spare) / top)."""
+    dedup: bool = True
+    """Collapse near-duplicate images (crops, resizes, re-encodings of one photo) in top lists and top
+    patches: each list keeps the best entry of each group (docs/metrics.md). Needs the store's dataset."""
     per_image: int = Field(PER_IMAGE, ge=1, le=PART_TOP)
     """At most this many of a unit's top-16 patches (for part purity) come from one image."""
     min_images: int = Field(MIN_IMAGES, ge=1)
@@ -103,24 +114,27 @@ def _analyze(cfg: AnalyzeConfig, run: RunInfo) -> Path:
     raw_mean_D = kind_stats(store, kinds)[0]
     rand = baseline_sae(cfg, run, store, sae, kinds)
     why_not = {"random": rand} if isinstance(rand, str) else {}
+    spare = cfg.spare if cfg.dedup else 0
     with torch.no_grad():
         res = scan(store, sae.to(device), layout, labels_by_image, len(class_names), cfg.top, batch, kinds=kinds,
                    raw_mean_D=raw_mean_D, random_sae=None if isinstance(rand, str) else rand.to(device),
-                   device=device, per_image=cfg.per_image)  # fmt: skip
+                   device=device, per_image=cfg.per_image, spare=spare)  # fmt: skip
     sae.cpu()
+    near = find_near_duplicates(cfg, res, images)
+    res = distinct(res, None if isinstance(near, str) else near, cfg.top, cfg.per_image)
     scores = score_scan(res, images, layout, cfg.min_images)
     clip = text_labels(cfg, run, store.meta, layout, sae, class_names, images.part_names)
-    labels = _labels(scores["sae"], class_names, images.part_names)
-    if isinstance(clip, tuple):
-        labels = Labels(list(clip[0]), clip[1].astype(float), ["clip"] * S)
+    labels = _labels(scores["sae"], res, class_names, images.part_names, clip, cfg.min_images)
     writer = DBWriter()
     n_parts = len(images.part_names or [])
     measures = summarise(scores, n_parts, cfg.min_images, why_not)
     for key, text in definitions(cfg).items():
-        if measures[key] is not None:
+        if measures.get(key) is not None:
             measures[key]["definition"] = text
-    writer.meta |= _meta(run, store, layout, res, cfg, class_names, kinds, clip) | {
-        "summary": _summary(store, res, clip) | measures}
+    dedup = dedup_summary(res, None if isinstance(near, str) else near, cfg.top + spare,
+                          near if isinstance(near, str) else None)  # fmt: skip
+    writer.meta |= _meta(run, store, layout, res, cfg, class_names, kinds, clip) | {"dedup": dedup} | {
+        "summary": _summary(store, res, clip) | measures | {"labels": label_counts(labels)}}
     rows = latent_rows(res, scores["sae"], labels, clip if isinstance(clip, tuple) else None)
     fill(writer, res, scores, grid=layout.map_grid, ids=table.ids_by_image(), labels_by_image=labels_by_image,
          latent_rows_=rows, class_names=class_names, part_names=images.part_names)  # fmt: skip
@@ -155,23 +169,54 @@ def baseline_sae(cfg: AnalyzeConfig, run: RunInfo, store: Any, sae: torch.nn.Mod
 
 
 def definitions(cfg: AnalyzeConfig) -> dict[str, str]:
-    """One-line definitions of the two measures, with this analysis's thresholds (docs/metrics.md)."""
+    """One-line definitions of the measures, with this analysis's thresholds (docs/metrics.md)."""
     return {
-        "part_pure": f"top-{PART_TOP} patches (at most {cfg.per_image} per image) >= {PURE_SHARE:.0%} on one part, "
-                     f"from >= {cfg.min_images} images",
+        "part_pure": f"top-{PART_TOP} patches (at most {cfg.per_image} per image, near-duplicates counted as one "
+                     f"image) >= {PURE_SHARE:.0%} on one part, from >= {cfg.min_images} distinct images",
         "class_selective": f"class selectivity index >= {SELECTIVE_INDEX} (class-mean activations), "
                            f"fired on >= {cfg.min_images} images",
+        "border": f"mean activation per edge cell of the grid >= {BORDER_RATIO:g}x the mean per interior cell, "
+                  f"over all analysed images, fired on >= {cfg.min_images} images",
     }
 
 
-def _labels(s: UnitScores, class_names: list[str], part_names: list[str] | None) -> Labels:
-    return class_part_labels(s.sel.top_C, s.sel.index_C, s.selective_C, class_names,
-                             s.part_C, s.part_share_C, s.pure_C, part_names)  # fmt: skip
+def find_near_duplicates(cfg: AnalyzeConfig, res: ScanResult, images: Images) -> Neighbours | str:
+    """Near-duplicates among the images of the scan's candidate lists, or why they were not looked for."""
+    if not cfg.dedup:
+        return "turned off"
+    if images.split is None:
+        return f"the dataset '{images.spec}' cannot be opened, so the images cannot be compared"
+    return near_duplicates(candidate_lists(res), images.view)
+
+
+def _labels(s: UnitScores, res: ScanResult, class_names: list[str], part_names: list[str] | None,
+            clip: tuple[list[str], np.ndarray, float] | str, min_images: int) -> Labels:  # fmt: skip
+    """Labels and best guesses of the SAE's latents (visae.analysis.labels, docs/metrics.md)."""
+    dropped_S = res.rankings["max"].dropped_S
+    distinct_S = s.n_images_C - (dropped_S if dropped_S is not None else 0)
+    evidence = [class_evidence(s.sel.top_C, s.sel.index_C, s.n_images_C, distinct_S, min_images, class_names,
+                               SELECTIVE_INDEX)]  # fmt: skip
+    if s.part_C is not None and part_names:
+        evidence.append(part_evidence(s.part_C, s.part_share_C, s.part_images_C, min_images, part_names, PURE_SHARE))
+    if isinstance(clip, tuple):
+        evidence.append(clip_evidence(clip[0], clip[1], clip[2]))
+    return decide_labels(evidence, len(s.n_images_C), s.border_C, s.edge_ratio_C)
+
+
+def label_counts(labels: Labels) -> dict[str, Any]:
+    """How many latents carry a label, by source, and how many are unlabelled (with or without a guess)."""
+    by: dict[str, int] = {}
+    for src in labels.source_S:
+        if src:
+            by[src] = by.get(src, 0) + 1
+    unlabelled = sum(1 for src in labels.source_S if not src)
+    guessed = sum(1 for src, g in zip(labels.source_S, labels.guess_S) if not src and g)
+    return {"by_source": by, "unlabelled": unlabelled, "guessed": guessed}
 
 
 def text_labels(cfg: AnalyzeConfig, run: RunInfo, store_meta: Any, layout: Layout, sae: torch.nn.Module,
-                class_names: list[str], part_names: list[str] | None) -> tuple[list[str], np.ndarray] | str:
-    """CLIP text-tower labels, or the reason there are none."""
+                class_names: list[str], part_names: list[str] | None) -> tuple[list[str], np.ndarray, float] | str:
+    """CLIP text-tower phrases with their cosines and the random-direction threshold, or the reason there are none."""
     if not cfg.text_labels:
         return "text labels turned off"
     if getattr(store_meta, "random_init", False):
@@ -212,7 +257,9 @@ def _meta(run: RunInfo, store: Any, layout: Layout, res: ScanResult, cfg: Analyz
         "hist_edges": HIST_EDGES.tolist(), "dense_freq": DENSE_FREQ,
         "part_top": PART_TOP, "per_image": cfg.per_image, "min_images": cfg.min_images, "pure_share": PURE_SHARE,
         "selective_index": SELECTIVE_INDEX, "random_seed": cfg.seed if cfg.random_baseline else None,
-        "n_classes": len(class_names),
+        "n_classes": len(class_names), "spare": cfg.spare if cfg.dedup else 0, "dedup_match": MATCH,
+        "border_ratio": BORDER_RATIO, "clip_quantile": CLIP_QUANTILE,
+        "clip_threshold": float(clip[2]) if isinstance(clip, tuple) else None,
     }
 
 
@@ -223,10 +270,11 @@ def summary(run_or_db: str | Path) -> dict[str, Any]:
 
 
 def headlines(s: dict[str, Any]) -> dict[str, str | None]:
-    """The summary's two comparisons, each named with its definition, as one line each (None where
+    """The summary's comparisons, each named with its definition, as one line each (None where
     not measurable): {"part-pure units (DEFINITION)": "SAE 1.4% (7/512 latents) vs ..."}."""
     out: dict[str, str | None] = {}
-    for key, name in (("part_pure", "part-pure units"), ("class_selective", "class-selective units")):
+    for key, name in (("part_pure", "part-pure units"), ("class_selective", "class-selective units"),
+                      ("border", "border/position units")):
         entry = s.get(key)
         out[f"{name} ({entry['definition']})" if entry and entry.get("definition") else name] = headline(entry)
     return out

@@ -39,6 +39,10 @@ class Ranked:
     score_SK: np.ndarray
     image_SK: np.ndarray
     map_SKG: np.ndarray | None = None
+    dups_SK: np.ndarray | None = None
+    """Near-duplicates of each entry dropped from the list (visae.analysis.distinct); None before."""
+    dropped_S: np.ndarray | None = None
+    """Entries dropped from each latent's list as near-duplicates of a better one."""
 
 
 @dataclass

@@ -39,7 +39,8 @@ class Patches:
     image_CK: np.ndarray
     cell_CK: np.ndarray
     group_CK: np.ndarray | None = None
-    """Near-duplicate group of each patch's image (visae.analysis.dedup); None: every image its own."""
+    """Photo of each patch: patches of one image or of near-duplicate images share a value
+    (visae.analysis.distinct); None: every image is its own photo."""
 
 
 @dataclass

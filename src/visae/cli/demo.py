@@ -10,7 +10,7 @@ from rich.table import Table
 
 from visae.cli.app import app
 from visae.cli.options import build, option
-from visae.demo import DemoConfig as D
+from visae.reference_study import DemoConfig as D
 
 
 @app.command()
@@ -30,7 +30,7 @@ def demo(
     Example: visae demo --out runs/demo
     """
     flags = dict(locals())
-    from visae.demo import demo as run
+    from visae.reference_study import demo as run
 
     summary = run(build(D, None, **flags))
     table = Table(title="visae demo", show_header=False)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from visae.extraction.config import ExtractConfig
-from visae.extraction.run import extract as _extract
 
 
 def extract(cfg: ExtractConfig | None = None, *, backbone: Any = None, **overrides: Any):  # type: ignore[no-untyped-def]
@@ -17,6 +16,8 @@ def extract(cfg: ExtractConfig | None = None, *, backbone: Any = None, **overrid
 
     Returns the Store (one layer) or a dict layer -> Store (several layers).
     """
+    from visae.extraction.run import extract as _extract  # torch, on first use only
+
     if cfg is None:
         cfg = ExtractConfig.build(**overrides)
     elif overrides:

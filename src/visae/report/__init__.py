@@ -3,3 +3,8 @@
 from visae.report.build import ReportConfig, report
 
 __all__ = ["ReportConfig", "report"]
+
+
+from visae.api import callable_module as _callable_module  # noqa: E402
+
+_callable_module(__name__)  # visae.report(...) stays the notebook function once this module is imported

@@ -47,8 +47,8 @@ def report(cfg: ReportConfig) -> Path:
         try:
             ov.prune()
             body = "\n".join([
-                sections.header(db), sections.density(db), sections.purity(db),
-                sections.selective(db, ov, cfg.latents, cfg.images),
+                sections.header(db), sections.legend(db), sections.density(db), sections.purity(db),
+                sections.border(db), sections.selective(db, ov, cfg.latents, cfg.images),
                 sections.bands(db, ov, max(2, cfg.latents // 3), cfg.images),
                 sections.per_class(db),
             ])

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
 from visae.analysis.db import FeatureDB
+from visae.analysis.heatmaps import BOX_REL, MAX_OUTLINED, colour_bar
 from visae.analysis.overlays import Overlays
 from visae.report.plots import density_histogram_png
 
@@ -47,12 +49,32 @@ def header(db: FeatureDB) -> str:
         "mean L0 (analysis pass, every store token)": s["mean_l0"], "dead latents (analysis pass)": f"{s['dead_pct']:.1f}%",
         f"dense latents (> {m['dense_freq']:.0%} of tokens)": f"{s['dense_pct']:.1f}%",
         "labels": "CLIP text tower" if s["text_labels"] == "clip" else f"class / part ({s['text_labels']})",
+        **_label_rows(s.get("labels")), **_dedup_rows(m.get("dedup")),
     }
     kv = "".join(f"<tr><td>{esc(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in rows.items())
     cfg = "".join(f"<tr><td>{esc(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in sae_fields.items())
     return (f"<h1>SAE features of {esc(m['backbone'])} · {esc(m['layer'])}</h1>"
             f"<p class='sub'>run {esc(m['run'])}</p><h2>Run summary</h2><table class='kv'>{kv}</table>"
             + (f"<h3>SAE config</h3><table class='kv'>{cfg}</table>" if cfg else ""))
+
+
+def _label_rows(counts: dict[str, Any] | None) -> dict[str, Any]:
+    if not counts:
+        return {}
+    by = ", ".join(f"{k} {v}" for k, v in sorted(counts["by_source"].items())) or "none"
+    return {"labelled latents (by source)": by,
+            "unlabelled latents (below every threshold)": f"{counts['unlabelled']} ({counts['guessed']} with a best guess)"}
+
+
+def _dedup_rows(d: dict[str, Any] | None) -> dict[str, Any]:
+    if not d:
+        return {}
+    if "reason" in d:
+        return {"near-duplicate images": f"not collapsed ({d['reason']})"}
+    dropped = d.get("dropped", {}).get("max", 0)
+    return {"near-duplicate images": f"{d['pairs']} pairs among {d['images']} images compared "
+                                     f"({d['images_with_duplicates']} images with a near-duplicate); {dropped} entries "
+                                     f"collapsed from {d.get('latents', {}).get('max', 0)} latents' top lists (max ranking)"}
 
 
 def _heldout_rows(h: dict[str, Any] | None) -> dict[str, Any]:
@@ -112,6 +134,22 @@ def purity(db: FeatureDB) -> str:
             f"<p>Part-pure units by part:</p><table class='grid'><tr><th>part</th>{head}</tr>{rows}</table>")
 
 
+def label_html(row: sqlite3.Row) -> str:
+    """The latent's label with its source and score, or 'unlabelled' and its best guess, as a guess."""
+    if row["label"]:
+        badge = "<span class='badge border'>border/position</span> " if row["label_source"] == "border" else ""
+        what = "" if row["label_source"] == "border" else esc(row["label"])
+        note = (f" <span class='note'>(edge/interior {row['label_score']:.1f}x)</span>" if row["label_source"] == "border"
+                else f" <span class='note'>({esc(row['label_source'])} {row['label_score']:.2f})</span>")
+        guess = (f" <span class='guess'>(best guess otherwise: {esc(row['guess'])}, {esc(row['guess_source'])} "
+                 f"{row['guess_score']:.2f})</span>") if row["guess"] else ""
+        return f"{badge}{what}{note}{guess}"
+    if row["guess"]:
+        return (f"<span class='unlabelled'>unlabelled</span> <span class='guess'>(best guess: {esc(row['guess'])}, "
+                f"{esc(row['guess_source'])} {row['guess_score']:.2f}; not a label: {esc(row['guess_why'])})</span>")
+    return f"<span class='unlabelled'>unlabelled</span> <span class='note'>({esc(row['guess_why'] or 'no evidence')})</span>"
+
+
 def card(db: FeatureDB, ov: Overlays, row: sqlite3.Row, n_images: int, class_names: Sequence[str]) -> str:
     lid = row["id"]
     examples = db.top_examples(lid, "max", limit=n_images)
@@ -120,16 +158,58 @@ def card(db: FeatureDB, ov: Overlays, row: sqlite3.Row, n_images: int, class_nam
         data = ov.png(lid, "max", rank).read_bytes()
         cls = class_names[ex["label"]] if 0 <= ex["label"] < len(class_names) else "?"
         alt = f"latent {lid} on {ex['image_id']}"
+        dups = f" · <span class='dup'>+{ex['dups']} near-dup.</span>" if ex["dups"] else ""
         figs.append(f"<figure>{png_tag(data, alt, ov.size)}"
-                    f"<figcaption>{esc(cls)} · {ex['score']:.3g}</figcaption></figure>")
+                    f"<figcaption>{esc(cls)} · {ex['score']:.3g}{dups}</figcaption></figure>")
     top_class = class_names[row["top_class"]] if 0 <= row["top_class"] < len(class_names) else "-"
     part = db.names("parts")[row["part"]] if row["part"] > 0 else "-"
-    label = f"{esc(row['label'] or '(no label)')} <span class='note'>({esc(row['label_source'] or '-')} {row['label_score']:.2f})</span>"
-    meta = (f"freq {row['freq']:.2e} · max {row['max_act']:.3g} · {row['n_images']} images · class {esc(top_class)} "
-            f"(selectivity {row['class_selectivity']:.2f})"
-            + (f" · part {esc(part)} {row['part_share']:.0%} of top patches, {row['part_images']} images" if row["part"] > 0 else ""))
-    return (f"<div class='card'><h4>#{lid} · {label}</h4><div class='meta'>{meta}</div>"
+    edge = f" · edge/interior {row['edge_ratio']:.1f}x" if row["edge_ratio"] is not None else ""
+    dup = f" · {row['top_dups']} near-duplicates collapsed" if row["top_dups"] else ""
+    meta = (f"freq {row['freq']:.2e} · max {row['max_act']:.3g} · {row['n_images']} images "
+            f"({row['distinct_images']} distinct) · class {esc(top_class)} (selectivity {row['class_selectivity']:.2f})"
+            + (f" · part {esc(part)} {row['part_share']:.0%} of top patches, {row['part_images']} images" if row["part"] > 0 else "")
+            + edge + dup)
+    return (f"<div class='card'><h4>#{lid} · {label_html(row)}</h4><div class='meta'>{meta}</div>"
             f"<div class='thumbs'>{''.join(figs) or '<span class=note>never fired</span>'}</div></div>")
+
+
+def legend(db: FeatureDB) -> str:
+    """What every mark on a heatmap and a latent card means."""
+    m = db.meta
+    buf = io.BytesIO()
+    colour_bar().save(buf, format="PNG")
+    ranking = "its max patch activation on that image"
+    dedup = m.get("dedup") or {}
+    dup_text = ("near-duplicate images (a crop, resize or re-encoding of one photo, docs/metrics.md) are collapsed: "
+                "a list keeps the best entry of each group, and '+n near-dup.' under a heatmap counts the entries it stands for"
+                if "reason" not in dedup else f"near-duplicate images are not collapsed in this analysis ({esc(dedup['reason'])})")
+    return (
+        "<h2>How to read the heatmaps</h2><ul class='legend'>"
+        f"<li><b>Colour</b>: {png_tag(buf.getvalue(), 'colour scale', 240)} from 0 (dark, the photo shows through) to the "
+        "latent's largest activation over all analysed images (pale yellow), the same scale on every image of a latent; "
+        "the photo is dimmed a little so the colour reads. The map is the latent's activation on the token grid "
+        f"({m['grid'][0]}x{m['grid'][1]}), upsampled over the image as the model saw it (resized, centre-cropped).</li>"
+        f"<li><b>Cyan boxes</b>: grid cells whose activation is at least {BOX_REL:.0%} of the latent's largest activation "
+        f"over all analysed images (not of that image's own maximum), at most {MAX_OUTLINED} per image; a weak image "
+        "of a strong latent has none.</li>"
+        f"<li><b>Caption</b>: the image's class · {ranking} (heatmaps show the top images ranked by max patch).</li>"
+        f"<li><b>Near-duplicates</b>: {dup_text}.</li>"
+        "<li><b>Labels</b>: a label is given only when a measure passes its stated threshold (class-selective, part-pure, "
+        "or a CLIP phrase above the random-direction baseline; docs/metrics.md). Otherwise the latent is "
+        "<span class='unlabelled'>unlabelled</span> and its <span class='guess'>best guess</span> is shown as a guess, "
+        "with its score and why it is not a label.</li>"
+        f"<li><span class='badge border'>border/position</span>: the latent's mean activation per edge cell of the grid "
+        f"is at least {m.get('border_ratio', 4):g}x its mean per interior cell over all analysed images (padding, position "
+        "or frame): it is labelled so, and its content evidence is only a guess.</li></ul>"
+    )
+
+
+def border(db: FeatureDB) -> str:
+    entry = db.meta["summary"].get("border")
+    if entry is None:
+        return ("<h2>Border and position units</h2><p class='note'>Not measured: the analysed tokens have no grid with "
+                "interior cells.</p>")
+    return f"<h2>Border and position units</h2>{_comparison(entry, 'Border/position units')}"
 
 
 SEEN = "(SELECT COUNT(*) FROM top_examples t WHERE t.latent = latents.id AND t.ranking = 'max') >= ?"
@@ -175,7 +255,8 @@ def per_class(db: FeatureDB, per: int = 8) -> str:
     items = []
     for c, name in enumerate(classes):
         lat = by_class.get(c, [])
-        chips = "".join(f"<span class='chip'>#{r['id']} {esc(r['label'])} {r['class_selectivity']:.2f}</span>" for r in lat[:per])
+        chips = "".join(f"<span class='chip'>#{r['id']} {esc(r['label'] or '(unlabelled)')} {r['class_selectivity']:.2f}</span>"
+                        for r in lat[:per])
         more = f" <span class='note'>+{len(lat) - per} more</span>" if len(lat) > per else ""
         items.append(f"<tr><td>{esc(name)}</td><td>{counts.get(c, (0, 0))[0]}</td><td>{len(lat)}</td><td>{chips or '-'}{more}</td></tr>")
     return ("<h2>Latents per class</h2><p>The class-selective latents of each class, most selective first (selectivity "

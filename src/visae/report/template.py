@@ -22,6 +22,10 @@ table.grid th { background: #f0f0f0; } table.grid td:first-child, table.grid th:
 .thumbs img { display: block; border-radius: 3px; }
 .chip { display: inline-block; background: #eef; border-radius: 10px; padding: 1px 8px; margin: 2px; font-size: 12px; }
 .big { font-size: 18px; } .note { color: #777; font-size: 12px; }
+.badge { display: inline-block; border-radius: 4px; padding: 0 6px; font-size: 11px; font-weight: 600; }
+.badge.border { background: #fde2c8; color: #8a4b00; }
+.unlabelled { color: #8a8a8a; font-style: italic; } .guess { color: #777; font-size: 12px; font-weight: normal; }
+.dup { color: #a05a00; } ul.legend li { margin: 4px 0; } ul.legend img { vertical-align: middle; }
 """
 
 PAGE = """<!DOCTYPE html>

@@ -244,8 +244,3 @@ def duration(seconds: float) -> str:
     if total < 3600:
         return f"{total // 60} min {total % 60} s"
     return f"{total // 3600} h {total % 3600 // 60} min"
-
-
-from visae.api import callable_module as _callable_module  # noqa: E402
-
-_callable_module(__name__)  # visae.demo(...) stays the notebook function once this module is imported
