@@ -22,7 +22,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "TrainConfig": ("visae.sae.train_config", "TrainConfig"),
     "SAEHparams": ("visae.sae.train_config", "SAEHparams"),
     "AnalyzeConfig": ("visae.analysis", "AnalyzeConfig"),
-    "ReportConfig": ("visae.report", "ReportConfig"),
+    "ReportConfig": ("visae.reporting", "ReportConfig"),
     "DemoConfig": ("visae.reference_study", "DemoConfig"),
 }
 __all__ = sorted(_LAZY)

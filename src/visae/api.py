@@ -9,8 +9,6 @@ is accepted under the CLI's name: ``no_random_baseline=True`` is ``random_baseli
 
 from __future__ import annotations
 
-import sys
-import types
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,8 +53,8 @@ def analyze(cfg: Any = None, *, config: str | Path | None = None, **flags: Any) 
 
 def report(cfg: Any = None, *, config: str | Path | None = None, **flags: Any) -> Path:
     """``visae report``: the path of the HTML file."""
-    from visae.report import ReportConfig
-    from visae.report import report as run
+    from visae.reporting import ReportConfig
+    from visae.reporting import report as run
 
     return run(_config(ReportConfig, cfg, config, flags))
 
@@ -67,22 +65,6 @@ def demo(cfg: Any = None, *, config: str | Path | None = None, **flags: Any) -> 
     from visae.reference_study import demo as run
 
     return run(_config(DemoConfig, cfg, config, flags))
-
-
-class _StageModule(types.ModuleType):
-    """A module named like its stage function (``visae.report``, ``visae.demo``) that is also that function.
-
-    Importing ``visae.report`` binds the name ``report`` of the ``visae`` package to the module, so the
-    notebook function must be reachable through the module too: ``visae.report(run=...)`` works either way.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return getattr(sys.modules[__name__], self.__name__.rsplit(".", 1)[-1])(*args, **kwargs)
-
-
-def callable_module(name: str) -> None:
-    """Make the module ``name`` (``visae.report``) callable as its notebook function (``visae.api.report``)."""
-    sys.modules[name].__class__ = _StageModule
 
 
 def _config(cls: type[C], cfg: Any, config: str | Path | None, flags: dict[str, Any]) -> C:

@@ -181,7 +181,7 @@ def _analyze(run: Path, store: Path, sizes: Sizes) -> None:
 
 
 def _report(run: Path, out: Path) -> None:
-    from visae.report import ReportConfig, report
+    from visae.reporting import ReportConfig, report
 
     report(ReportConfig(run=run, out=out, force=True))
 

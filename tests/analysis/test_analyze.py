@@ -123,7 +123,7 @@ def test_a_db_of_the_previous_schema_asks_for_a_new_analysis(planted, tmp_path):
     import json
     import sqlite3
 
-    from visae.report import ReportConfig, report
+    from visae.reporting import ReportConfig, report
 
     run, _, _ = planted
     db_path = analyze(AnalyzeConfig(run=run, top=2))

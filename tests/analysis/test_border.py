@@ -8,7 +8,7 @@ import pytest
 
 from visae.analysis.db import FeatureDB
 from visae.analysis.run import AnalyzeConfig, analyze, summary
-from visae.report import ReportConfig, report
+from visae.reporting import ReportConfig, report
 
 from analysis_fixtures import GRID, make_dataset, make_run, make_store, planted_tokens
 

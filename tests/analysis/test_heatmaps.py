@@ -101,7 +101,7 @@ def test_a_heatmap_cache_is_never_served_for_a_newer_db(folder_run, tmp_path, mo
     """analyze, report (cache filled), analyze --force killed right after its DB is renamed into place
     (before it could delete the old cache), report: every heatmap is of the new DB."""
     from visae.analysis import db as db_mod
-    from visae.report import ReportConfig, report
+    from visae.reporting import ReportConfig, report
 
     run, _ = folder_run
     report(ReportConfig(run=run, out=tmp_path / "a.html", latents=2, images=2, thumb=32))

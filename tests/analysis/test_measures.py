@@ -11,7 +11,7 @@ import torch
 from visae.analysis.baselines import headline, random_sae
 from visae.analysis.db import FeatureDB
 from visae.analysis.run import AnalyzeConfig, analyze, summary
-from visae.report import ReportConfig, report
+from visae.reporting import ReportConfig, report
 
 from analysis_fixtures import D, GRID, cell_parts_truth, make_dataset, make_run, make_store
 

@@ -14,7 +14,7 @@ from visae.config import field_doc
 from visae.data.synth.generate import SynthAircraftConfig
 from visae.reference_study import DemoConfig
 from visae.extraction.config import ExtractConfig
-from visae.report.build import ReportConfig
+from visae.reporting.build import ReportConfig
 from visae.sae.train_config import SAEHparams, TrainConfig
 
 STAGES = {

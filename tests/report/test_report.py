@@ -10,7 +10,7 @@ import pytest
 
 from visae.analysis import AnalyzeConfig, analyze
 from visae.errors import VisaeError
-from visae.report import ReportConfig, report
+from visae.reporting import ReportConfig, report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

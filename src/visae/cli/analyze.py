@@ -8,7 +8,7 @@ from typing import Optional
 from visae.analysis.run import AnalyzeConfig as A
 from visae.cli.app import app
 from visae.cli.options import build, option
-from visae.report.build import ReportConfig as R
+from visae.reporting.build import ReportConfig as R
 
 
 @app.command("analyze")
@@ -75,7 +75,7 @@ def report(
     Run summary and metrics, the latent density histogram, part purity of SAE latents vs raw channels, the most class-selective latents and the best latents of each frequency band with heatmaps of their top images, and the latents of each class.
     """
     flags = dict(locals())
-    from visae.report import report as run_report
+    from visae.reporting import report as run_report
 
     path = run_report(build(R, None, **flags))
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")

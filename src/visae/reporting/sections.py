@@ -12,7 +12,7 @@ from typing import Any
 from visae.analysis.db import FeatureDB
 from visae.analysis.heatmaps import BOX_REL, MAX_OUTLINED, colour_bar
 from visae.analysis.overlays import Overlays
-from visae.report.plots import density_histogram_png
+from visae.reporting.plots import density_histogram_png
 
 BANDS = ((0.0, 1e-3, "rare (< 0.1% of tokens)"), (1e-3, 1e-2, "0.1% - 1%"), (1e-2, 1e-1, "1% - 10%"),
          (1e-1, 1.01, "dense (>= 10%)"))

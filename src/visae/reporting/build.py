@@ -14,8 +14,8 @@ from visae.config import Config
 from visae.errors import VisaeError
 from visae.lock import locked
 from visae.progress import info
-from visae.report import sections
-from visae.report.template import CSS, GENERATOR, PAGE
+from visae.reporting import sections
+from visae.reporting.template import CSS, GENERATOR, PAGE
 
 
 class ReportConfig(Config):
