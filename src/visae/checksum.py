@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import mmap
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -82,26 +83,28 @@ def check_file(path: str | Path, expected: str, *, what: str, repair: str) -> Pa
     changed file raises a one-line VisaeError: ``{what} is missing`` / ``fails its checksum``, then
     ``repair`` (what to do). Files that passed are not hashed again in this process."""
     path = Path(path)
-    try:
+    with _readable(what, repair):
         before = _identity(path, expected)
-    except FileNotFoundError:
-        raise VisaeError(f"{what} is missing", repair) from None
-    except OSError as e:
-        raise VisaeError(f"{what} cannot be read ({e.strerror})", repair) from None
     if before in _PASSED:
         return path
-    algo = expected.split(":", 1)[0]
-    try:
-        digest = hash_file(path, algo)
-    except FileNotFoundError:
-        raise VisaeError(f"{what} is missing", repair) from None
-    except OSError as e:
-        raise VisaeError(f"{what} cannot be read ({e.strerror})", repair) from None
+    with _readable(what, repair):
+        digest = hash_file(path, expected.split(":", 1)[0])
     if digest != expected:
         raise VisaeError(f"{what} fails its checksum (bit rot, a truncated file or a partial copy)", repair)
     if _identity(path, expected) == before:  # unchanged while it was hashed
         _PASSED.add(before)
     return path
+
+
+@contextmanager
+def _readable(what: str, repair: str) -> Iterator[None]:
+    """A missing or unreadable file as a one-line VisaeError."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise VisaeError(f"{what} is missing", repair) from None
+    except OSError as e:
+        raise VisaeError(f"{what} cannot be read ({e.strerror})", repair) from None
 
 
 def _identity(path: Path, expected: str) -> tuple[Any, ...]:
