@@ -214,6 +214,7 @@ def _summary(paths: dict[str, Path], report_path: Path, timings: dict[str, float
         "SAE held-out dense %": sae.get("dense_pct"),
         "part-pure latents": headline(feats.get("part_pure")) or "n/a (no part masks)",
         "class-selective latents": headline(feats.get("class_selective")),
+        "border/position latents": headline(feats.get("border")) or "n/a (no grid)",
         "report": str(report_path),
         "time": ", ".join(f"{k} {duration(v)}" for k, v in timings.items()) or "none (every step reused)",
     }
