@@ -222,7 +222,7 @@ class Store:
             parts.append(np.array(np.load(self._file(k, "data"), mmap_mode="r")[max(a - s0, 0) : b - s0]))
         return np.concatenate(parts) if parts else np.empty((0, self.d), self.storage.numpy)
 
-    def _index_range(self, a: int, b: int) -> np.ndarray:
+    def index_range(self, a: int, b: int) -> np.ndarray:
         parts = []
         for k in range(int(np.searchsorted(self.shard_starts, a, side="right") - 1), len(self.meta.shards)):
             s0 = int(self.shard_starts[k])
@@ -243,7 +243,7 @@ class Store:
             j = min(i + batch_images, n)
             a, b = int(table["token_start"][i]), int(end_T[j - 1])
             tokens_TD = self.storage.to_torch(self.read_range(a, b), dtype)
-            yield ImageTokens(tokens_TD, self._index_range(a, b), table["image"][i:j], table["id"][i:j])
+            yield ImageTokens(tokens_TD, self.index_range(a, b), table["image"][i:j], table["id"][i:j])
 
     def batches(
         self,

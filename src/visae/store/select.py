@@ -42,23 +42,23 @@ class Selection:
 
     # ------------------------------------------------------------ token masks
 
-    def _spans(self, store: "Store") -> tuple[np.ndarray, np.ndarray]:
+    def image_spans(self, store: "Store") -> tuple[np.ndarray, np.ndarray]:
         """Token spans [start, end) of the listed images, sorted."""
         table = store.images
         start_E = table["token_start"][self.images]
         return start_E, start_E + table["n_tokens"][self.images]
 
-    def _in_images(self, store: "Store", pos_T: np.ndarray) -> np.ndarray:
+    def in_images(self, store: "Store", pos_T: np.ndarray) -> np.ndarray:
         if not len(self.images):
             return np.full(len(pos_T), not self.keep_images)
-        start_E, end_E = self._spans(store)
+        start_E, end_E = self.image_spans(store)
         i_T = np.searchsorted(start_E, pos_T, side="right") - 1
         inside = (i_T >= 0) & (pos_T < end_E[np.maximum(i_T, 0)])
         return inside if self.keep_images else ~inside
 
     def mask(self, store: "Store", g0: int, g1: int, shard: int, lo: int) -> np.ndarray:
         """Boolean mask of the selected tokens among store tokens ``g0:g1`` (rows ``lo:`` of ``shard``)."""
-        keep_T = self._in_images(store, np.arange(g0, g1)) if (self.keep_images or len(self.images)) else np.ones(g1 - g0, bool)
+        keep_T = self.in_images(store, np.arange(g0, g1)) if (self.keep_images or len(self.images)) else np.ones(g1 - g0, bool)
         if self.kinds is not None:
             kind_T = np.asarray(store.index_rows(shard, lo, lo + g1 - g0)["kind"])
             keep_T &= np.isin(kind_T, list(self.kinds))
@@ -72,7 +72,7 @@ class Selection:
         n_B = g1_B - g0_B
         if not self.keep_images and not len(self.images):
             return n_B
-        start_E, end_E = self._spans(store)
+        start_E, end_E = self.image_spans(store)
         inside_B = _covered(start_E, end_E, g1_B) - _covered(start_E, end_E, g0_B)
         return inside_B if self.keep_images else n_B - inside_B
 

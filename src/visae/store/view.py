@@ -97,7 +97,7 @@ class StoreView:
                 return
             data_TD = self.store.read_range(a, b)
             if self.selection.kinds is not None:
-                kind_T = self.store._index_range(a, b)["kind"]
+                kind_T = self.store.index_range(a, b)["kind"]
                 data_TD = data_TD[np.isin(kind_T, list(self.selection.kinds))]
             data_TD = data_TD[:left]
             left -= len(data_TD)
@@ -108,10 +108,10 @@ class StoreView:
         """Store token ranges holding the selected images, merged and cut to ``chunk_tokens``."""
         sel, n = self.selection, len(self.store)
         if sel.keep_images:
-            start_E, end_E = sel._spans(self.store)
+            start_E, end_E = sel.image_spans(self.store)
         else:
             # every image but the excluded ones: the gaps between their spans
-            s_E, e_E = sel._spans(self.store) if len(sel.images) else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+            s_E, e_E = sel.image_spans(self.store) if len(sel.images) else (np.zeros(0, np.int64), np.zeros(0, np.int64))
             start_E, end_E = np.r_[0, e_E], np.r_[s_E, n]
         a = b = None
         for s, e in zip(start_E.tolist(), end_E.tolist()):
@@ -144,13 +144,13 @@ class StoreView:
 
     def _selected(self, pos: np.ndarray) -> np.ndarray:
         sel = self.selection
-        keep = sel._in_images(self.store, pos)
+        keep = sel.in_images(self.store, pos)
         if sel.kinds is not None:
             shard = np.searchsorted(self.store.shard_starts, pos, side="right") - 1
             kind = np.empty(len(pos), dtype=np.uint8)
             for k in np.unique(shard).tolist():
                 at = shard == k
-                kind[at] = np.asarray(self.store._index_map(k)["kind"])[pos[at] - self.store.shard_starts[k]]
+                kind[at] = self.store.index_rows(k, 0, int(self.store.shard_sizes[k]))["kind"][pos[at] - self.store.shard_starts[k]]
             keep &= np.isin(kind, list(sel.kinds))
         return keep
 
