@@ -10,6 +10,14 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "analyze": ("visae.api", "analyze"),
     "report": ("visae.api", "report"),
     "demo": ("visae.api", "demo"),
+    "steer": ("visae.api", "steer"),
+    "ablate": ("visae.api", "ablate"),
+    "steer_eval": ("visae.api", "steer_eval"),
+    # interventions: the splice, edits, a run opened for them
+    "Splice": ("visae.steering.splice", "Splice"),
+    "Edit": ("visae.steering.edit", "Edit"),
+    "LatentOp": ("visae.steering.edit", "LatentOp"),
+    "Steerer": ("visae.steering.session", "Steerer"),
     # images -> latent maps; the artifacts
     "encode_images": ("visae.encode", "encode_images"),
     "LatentMaps": ("visae.encode", "LatentMaps"),
@@ -24,6 +32,9 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "AnalyzeConfig": ("visae.analysis", "AnalyzeConfig"),
     "ReportConfig": ("visae.reporting", "ReportConfig"),
     "DemoConfig": ("visae.reference_study", "DemoConfig"),
+    "SteerConfig": ("visae.steering.config", "SteerConfig"),
+    "AblateConfig": ("visae.steering.config", "AblateConfig"),
+    "SteerEvalConfig": ("visae.steering.config", "SteerEvalConfig"),
 }
 __all__ = sorted(_LAZY)
 

@@ -67,6 +67,38 @@ def demo(cfg: Any = None, *, config: str | Path | None = None, **flags: Any) -> 
     return run(_config(DemoConfig, cfg, config, flags))
 
 
+def steer(cfg: Any = None, *, config: str | Path | None = None, steerer: Any = None, **flags: Any) -> dict[str, Any]:
+    """``visae steer``: per image the top classes before and after, margins, flip, KL and the heatmap paths.
+    ``set="-2x"`` is -2 times the latent's max activation; pass ``steerer=visae.Steerer.open(run)`` to reuse a loaded model."""
+    from visae.steering.command import steer as run
+    from visae.steering.config import SteerConfig
+
+    return run(_config(SteerConfig, cfg, config, _listed(flags, "image", "latent", "where")), steerer)
+
+
+def ablate(cfg: Any = None, *, config: str | Path | None = None, steerer: Any = None, **flags: Any) -> dict[str, Any]:
+    """``visae ablate``: the latent's ablation against random cells (effects, own-activation drop, per image)."""
+    from visae.steering.command import ablate as run
+    from visae.steering.config import AblateConfig
+
+    return run(_config(AblateConfig, cfg, config, _listed(flags, "images")), steerer)
+
+
+def steer_eval(cfg: Any = None, *, config: str | Path | None = None, steerer: Any = None, **flags: Any) -> dict[str, Any]:
+    """``visae steer-eval``: the summary (RUN/steer/summary.json); the tables are in RUN/steer/*.json."""
+    from visae.steering.config import SteerEvalConfig
+    from visae.steering.evaluate import steer_eval as run
+
+    if isinstance(flags.get("latents"), (list, tuple)):
+        flags["latents"] = ",".join(str(i) for i in flags["latents"])
+    return run(_config(SteerEvalConfig, cfg, config, flags), steerer)
+
+
+def _listed(flags: dict[str, Any], *names: str) -> dict[str, Any]:
+    """A single value given for a repeatable flag becomes a one-item list (``image="train/000001"``)."""
+    return {k: ([v] if k in names and isinstance(v, (str, int)) else v) for k, v in flags.items()}
+
+
 def _config(cls: type[C], cfg: Any, config: str | Path | None, flags: dict[str, Any]) -> C:
     """``cfg`` (a ``cls``) with ``flags`` applied, or ``cls`` from a TOML file and/or ``flags``."""
     if isinstance(cfg, cls):

@@ -48,12 +48,14 @@ class Sizes(Config):
     expansion: int
     k: int
     top: int
+    steer_images: int
+    steer_per_group: int
 
 
 FULL = Sizes(n_train=24_000, n_val=2_000, n_ood=1_000, epochs=8, sae_tokens=6_000_000, sae_batch=4096,
-             expansion=8, k=8, top=32)  # fmt: skip
+             expansion=8, k=8, top=32, steer_images=512, steer_per_group=4)  # fmt: skip
 QUICK = Sizes(n_train=6_000, n_val=400, n_ood=200, epochs=8, sae_tokens=400_000, sae_batch=2048,
-              expansion=4, k=8, top=16)  # fmt: skip
+              expansion=4, k=8, top=16, steer_images=96, steer_per_group=2)  # fmt: skip
 
 
 def demo(cfg: DemoConfig) -> dict[str, Any]:
@@ -81,7 +83,7 @@ def _demo(cfg: DemoConfig) -> dict[str, Any]:
 
     def step(name: str, done: Callable[[], bool], run: Callable[[], Any]) -> None:
         if done():
-            info(f"[demo] {name}: reusing {paths.get(name, report_path)}")
+            info(f"[demo] {name}: reusing {paths.get(name, paths['sae'] / 'steer' if name == 'steer-eval' else report_path)}")
             return
         info(f"[demo] {name} ...")
         t0 = time.perf_counter()
@@ -98,7 +100,10 @@ def _demo(cfg: DemoConfig) -> dict[str, Any]:
     step("sae", lambda: _complete(paths["sae"], "sae-run"), lambda: _train_sae(paths["store"], paths["sae"], sizes, cfg))
     step("analysis", lambda: (paths["sae"] / "features.sqlite").is_file(),
          lambda: _analyze(paths["sae"], paths["store"], sizes))  # fmt: skip
-    step("report", report_path.is_file, lambda: _report(paths["sae"], report_path))
+    step("steer-eval", lambda: (paths["sae"] / "steer" / "summary.json").is_file() and "analysis" not in timings,
+         lambda: _steer_eval(paths["sae"], sizes, cfg))  # fmt: skip
+    step("report", lambda: report_path.is_file() and "steer-eval" not in timings,  # new causal tests: a new report
+         lambda: _report(paths["sae"], report_path))  # fmt: skip
     return _summary(paths, report_path, timings)
 
 
@@ -180,6 +185,16 @@ def _analyze(run: Path, store: Path, sizes: Sizes) -> None:
     analyze(AnalyzeConfig(run=run, store=store, top=sizes.top, force=True))
 
 
+def _steer_eval(run: Path, sizes: Sizes, cfg: DemoConfig) -> None:
+    from visae.steering import SteerEvalConfig, steer_eval
+
+    quick = sizes is QUICK
+    steer_eval(SteerEvalConfig(run=run, n_images=sizes.steer_images, per_group=sizes.steer_per_group,
+                               random_latents=2 * sizes.steer_per_group, per_latent=32 if quick else 64,
+                               directions=2 if quick else 3, draws=3 if quick else 5, probe_images=300 if quick else 1000,
+                               seed=cfg.seed, force=True))  # fmt: skip
+
+
 def _report(run: Path, out: Path) -> None:
     from visae.reporting import ReportConfig, report
 
@@ -215,9 +230,20 @@ def _summary(paths: dict[str, Path], report_path: Path, timings: dict[str, float
         "part-pure latents": headline(feats.get("part_pure")) or "n/a (no part masks)",
         "class-selective latents": headline(feats.get("class_selective")),
         "border/position latents": headline(feats.get("border")) or "n/a (no grid)",
+        **_causal(paths["sae"]),
         "report": str(report_path),
         "time": ", ".join(f"{k} {duration(v)}" for k, v in timings.items()) or "none (every step reused)",
     }
+
+
+def _causal(run: Path) -> dict[str, str]:
+    """The steer-eval headline rows (RUN/steer/summary.json), each next to its baselines."""
+    import json
+
+    from visae.steering.headline import headline_rows
+
+    path = run / "steer" / "summary.json"
+    return headline_rows(json.loads(path.read_text())) if path.is_file() else {}
 
 
 WEAK_TOP1 = 0.5

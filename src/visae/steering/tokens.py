@@ -11,7 +11,7 @@ import torch
 
 from visae.backbones.tokens import TokenLayout
 from visae.errors import VisaeError
-from visae.steer.edit import LatentOp
+from visae.steering.edit import LatentOp
 
 
 def to_seq(out: torch.Tensor, layout: TokenLayout) -> torch.Tensor:

@@ -10,8 +10,8 @@ from steer_fixtures import random_sae
 
 from visae.backbones.tokens import TokenLayout
 from visae.errors import VisaeError
-from visae.steer.edit import Edit, LatentOp
-from visae.steer.splice import check_edit, latent_acts, splice_tokens
+from visae.steering.edit import Edit, LatentOp
+from visae.steering.splice import check_edit, latent_acts, splice_tokens
 
 finite = st.floats(allow_nan=False, allow_infinity=False, width=32)
 

@@ -21,8 +21,8 @@ from visae.backbones.tokens import TokenLayout
 from visae.errors import VisaeError
 from visae.sae.base import SAE, check_matches
 from visae.sae.contract import Codes
-from visae.steer.edit import Edit, LatentOp
-from visae.steer.tokens import from_seq, patch_N, selected_N, to_seq
+from visae.steering.edit import Edit, LatentOp
+from visae.steering.tokens import from_seq, patch_N, selected_N, to_seq
 
 Mode = Literal["edit", "recon"]
 
@@ -71,8 +71,12 @@ def n_tokens(layout: TokenLayout) -> int | None:
 
 
 @torch.no_grad()
-def splice_tokens(x_BND: torch.Tensor, layout: TokenLayout, sae: SAE, edit: Edit | None, mode: Mode = "edit") -> torch.Tensor:
-    """``x'_BND`` (float32) for float32 tokens ``x_BND``: the formula of the module docstring."""
+def splice_tokens(x_BND: torch.Tensor, layout: TokenLayout, sae: SAE, edit: Edit | None, mode: Mode = "edit",
+                  directions: dict[int, torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
+    """``x'_BND`` (float32) for float32 tokens ``x_BND``: the formula of the module docstring.
+
+    ``directions`` replaces some latents' decoder rows W_dec[l] in the edit (not in the encoder):
+    the random-direction baseline moves x along another direction by the same coefficients."""
     b, n, d = x_BND.shape
     w = sae.W_dec
     x_TD = x_BND.reshape(b * n, d).to(w.device)
@@ -89,6 +93,9 @@ def splice_tokens(x_BND: torch.Tensor, layout: TokenLayout, sae: SAE, edit: Edit
     z_edit_TU = z_TU.clone()
     steer_TD = torch.zeros_like(x_TD)
     dir_UD = w[latents_U].float()
+    for latent, d_D in (directions or {}).items():
+        if latent in col:
+            dir_UD[col[latent]] = d_D.to(dir_UD)
     for op in edit.ops:
         cols = torch.tensor([col[i] for i in op.latents], device=w.device)
         sel_TL = selected_N(op, layout, n).repeat(b).to(w.device)[:, None].expand(-1, len(cols))
@@ -108,9 +115,12 @@ class Splice:
 
     ``layer`` defaults to the SAE's own (``sae.meta['layer']``); ``attach()`` / ``detach()`` do
     what the context manager does; ``set_edit`` swaps the edit of an attached splice (a slider).
+    ``directions`` ({latent: vector of d_in}) edits along other directions than the decoder's
+    (the random-direction baseline).
     """
 
-    def __init__(self, backbone: Backbone, sae: SAE, layer: str | None = None, edit: Edit | None = None, mode: Mode = "edit"):
+    def __init__(self, backbone: Backbone, sae: SAE, layer: str | None = None, edit: Edit | None = None, mode: Mode = "edit",
+                 directions: dict[int, torch.Tensor] | None = None):  # fmt: skip
         if mode not in ("edit", "recon"):
             raise VisaeError(f"unknown splice mode '{mode}'", "use mode='edit' or mode='recon'")
         if mode == "recon" and edit is not None and edit.ops:
@@ -118,7 +128,7 @@ class Splice:
         layer = layer or sae.meta.get("layer")
         if not layer:
             raise VisaeError("no layer to splice the SAE into: the SAE does not name one", "pass layer=... (visae layers MODEL lists them)")
-        self.backbone, self.sae, self.mode = backbone, sae, mode
+        self.backbone, self.sae, self.mode, self.directions = backbone, sae, mode, directions
         self.layer = backbone.resolve_layer(layer)
         self.layout = backbone.layout(self.layer)
         check_matches(sae, self.layout.dim, f"layer '{self.layer}'")
@@ -156,7 +166,7 @@ class Splice:
         out = output[0] if isinstance(output, (tuple, list)) else output
         if not isinstance(out, torch.Tensor):
             raise VisaeError(f"layer '{self.layer}' returns {type(output).__name__}, not a tensor or a tuple", "splice another layer")
-        new_BND = splice_tokens(to_seq(out, self.layout), self.layout, self.sae, self.edit, self.mode)
+        new_BND = splice_tokens(to_seq(out, self.layout), self.layout, self.sae, self.edit, self.mode, self.directions)
         new = from_seq(new_BND, out, self.layout)
         if isinstance(output, tuple):
             return (new, *output[1:])

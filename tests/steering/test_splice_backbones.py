@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from visae.errors import VisaeError
-from visae.steer.edit import Edit, LatentOp
-from visae.steer.splice import Splice
-from visae.steer.tokens import to_seq
+from visae.steering.edit import Edit, LatentOp
+from visae.steering.splice import Splice
+from visae.steering.tokens import to_seq
 
 from steer_fixtures import random_sae
 
@@ -17,6 +17,7 @@ CASES = {  # name -> (backbone, layer, n_prefix)
     "convnext_map": ("convnext", "convnext.encoder.stages.1", 0),
     "convnext_channels_last": ("convnext", "convnext.encoder.stages.0.layers.0.pwconv1", 0),
     "vit_cls": ("vit", "layers.0", 1),
+    "vit_classifier_cls": ("vit_classifier", "vit.layers.0", 1),
     "dinov2_registers": ("dinov2_reg", "encoder.layer.0", 5),
     "dinov2_tuple_output": ("dinov2_reg", "encoder.layer.0.attention", 5),
 }

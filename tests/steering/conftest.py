@@ -10,6 +10,8 @@ import torch
 
 from visae.backbones.base import load_backbone
 
+from run_fixture import synth_run  # noqa: F401  (a small real run on the synthetic aircraft)
+
 TINY_VIT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8)
 
 
@@ -23,6 +25,8 @@ def model_dirs(tmp_path_factory) -> dict[str, Path]:
         "convnext": lambda: (T.ConvNextForImageClassification(T.ConvNextConfig(**convnext)),
                              T.ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=1.0)),
         "vit": lambda: (T.ViTModel(T.ViTConfig(**TINY_VIT)), T.ViTImageProcessor(size={"height": 32, "width": 32})),
+        "vit_classifier": lambda: (T.ViTForImageClassification(T.ViTConfig(**TINY_VIT, num_labels=5)),
+                                   T.ViTImageProcessor(size={"height": 32, "width": 32})),
         "dinov2_reg": lambda: (T.Dinov2WithRegistersModel(T.Dinov2WithRegistersConfig(**TINY_VIT, num_register_tokens=4)),
                                T.BitImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})),
     }  # fmt: skip

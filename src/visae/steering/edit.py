@@ -2,7 +2,7 @@
 
 ``Edit(ops=[LatentOp(latents=[3], op="zero"), LatentOp(latents=[7], op="steer", value=2.0, where="cls")])``
 serialises to JSON (``edit.model_dump_json()``) and back (``Edit.model_validate_json``) exactly,
-so the same edit can be applied, logged, replayed and served. ``visae.steer.splice`` applies it.
+so the same edit can be applied, logged, replayed and served. ``visae.steering.splice`` applies it.
 """
 
 from __future__ import annotations
