@@ -16,14 +16,16 @@ def captured(monkeypatch):
     got: dict[str, object] = {}
 
     def fake(name):
-        def stage(cfg, **_):
+        def stage(cfg, *_, **__):
             got[name] = cfg
             return name
 
         return stage
 
     for module, name in [("visae.extraction.run", "extract"), ("visae.sae.trainer", "train"),
-                         ("visae.analysis", "analyze"), ("visae.reporting", "report"), ("visae.reference_study", "demo")]:  # fmt: skip
+                         ("visae.analysis", "analyze"), ("visae.reporting", "report"), ("visae.reference_study", "demo"),
+                         ("visae.steering.command", "steer"), ("visae.steering.command", "ablate"),
+                         ("visae.steering.evaluate", "steer_eval")]:  # fmt: skip
         monkeypatch.setattr(importlib.import_module(module), name, fake(name))
     return got
 
@@ -74,6 +76,18 @@ def test_report_and_demo_stay_the_functions_once_their_modules_are_imported(capt
     assert visae.reporting.ReportConfig is visae.ReportConfig
 
 
+def test_steer_is_the_function_and_its_lists_take_single_values(captured, tmp_path):
+    import visae.steering  # the package is named apart from the function, as visae.reporting is from visae.report
+
+    assert visae.steer(run=tmp_path, image="train/000001", latent=3, set="-2x") == "steer"
+    cfg = captured["steer"]
+    assert cfg.image == ["train/000001"] and cfg.latent == [3] and cfg.set == "-2x"
+    assert visae.ablate(run=tmp_path, latent=3, images="train/000001") == "ablate" and captured["ablate"].images == ["train/000001"]
+    assert visae.steer_eval(run=tmp_path, latents=[3, 5]) == "steer_eval" and captured["steer_eval"].latents == "3,5"
+    with pytest.raises(VisaeError, match="exactly one of"):
+        visae.steer(run=tmp_path, image="x", latent=3)
+
+
 def test_unknown_keywords_are_refused_with_a_suggestion(captured):
     with pytest.raises(VisaeError, match="unknown setting 'expansoin'.*did you mean 'expansion'"):
         visae.train(store="s", out="r", expansoin=4)
@@ -83,7 +97,7 @@ def test_unknown_keywords_are_refused_with_a_suggestion(captured):
         visae.train(store="s")
 
 
-@pytest.mark.parametrize("command", ["extract", "train", "analyze", "report", "demo"])
+@pytest.mark.parametrize("command", ["extract", "train", "analyze", "report", "demo", "steer", "ablate", "steer-eval"])
 def test_every_cli_flag_is_a_keyword_of_the_function(captured, command):
     """One-to-one with the CLI: each (visible) option of the command is accepted under its own name."""
     import typer
@@ -94,7 +108,8 @@ def test_every_cli_flag_is_a_keyword_of_the_function(captured, command):
 
     click_cmd = typer.main.get_command(app).commands[command]  # type: ignore[attr-defined]
     cls = {"extract": visae.ExtractConfig, "train": visae.TrainConfig, "analyze": visae.AnalyzeConfig,
-           "report": visae.ReportConfig, "demo": visae.DemoConfig}[command]  # fmt: skip
+           "report": visae.ReportConfig, "demo": visae.DemoConfig, "steer": visae.SteerConfig,
+           "ablate": visae.AblateConfig, "steer-eval": visae.SteerEvalConfig}[command]  # fmt: skip
     known = run_keys() | sae_keys() if command == "train" else None
     names = [p.name for p in click_cmd.params if not getattr(p, "hidden", False) and p.name != "config"]
     assert names and _flags(cls, {n: None for n in names}, known=known).keys() <= set(cls.model_fields) | sae_keys() | {"layer"}

@@ -16,6 +16,7 @@ from visae.reference_study import DemoConfig
 from visae.extraction.config import ExtractConfig
 from visae.reporting.build import ReportConfig
 from visae.sae.train_config import SAEHparams, TrainConfig
+from visae.steering.config import AblateConfig, SteerConfig, SteerEvalConfig
 
 STAGES = {
     "extract": (ExtractConfig,),
@@ -25,6 +26,9 @@ STAGES = {
     "classifier train": (ClassifierConfig,),
     "data synth-aircraft": (SynthAircraftConfig,),
     "demo": (DemoConfig,),
+    "steer": (SteerConfig,),
+    "ablate": (AblateConfig,),
+    "steer-eval": (SteerEvalConfig,),
 }
 NOT_FIELDS = {"config", "sweep", "help"}
 """Flags that are not config fields (exempt)."""

@@ -21,6 +21,7 @@ ARTIFACTS = [
     "classifier/visae_classifier.json", "store/shard_*.npy", "store/index_*.npy", "store/stats_*.safetensors",
     "store/metadata.json", "sae/checkpoint/state.pt", "sae/saes/*/sae_weights.safetensors",
     "sae/saes/*/sparsity.safetensors", "sae/saes/*/cfg.json", "sae/features.sqlite", "sae/heatmaps/*/*.png",
+    "sae/steer/summary.json", "sae/steer/suppression.json", "sae/steer/segmentation.json", "sae/steer/dose.png",
     "report.html",
 ]
 """One glob per kind of file the demo writes: each must exist, with the usual mode."""
@@ -42,13 +43,17 @@ def test_quick_demo_runs_every_stage_and_reuses_finished_steps(tmp_path):
     assert not wrong, f"under umask 022 every file is 0644 and every folder 0755: {wrong}"
     kinds = {name: (read_marker(out / name) or {}).get("kind") for name in ("data", "classifier", "store", "sae")}
     assert kinds == {"data": "synth-aircraft", "classifier": "classifier", "store": "store", "sae": "sae-run"}
-    for needle in ("classifier val top-1", "SAE held-out NMSE", "SAE held-out L0", "SAE held-out dead %", "part-pure latents"):
-        assert needle in res.output
+    for needle in ("classifier val top-1", "SAE held-out NMSE", "SAE held-out L0", "SAE held-out dead %", "part-pure latents",
+                   "suppression of", "input-space ablation", "segmentation (SAE-V)", "ground truth"):
+        assert needle in res.output, needle
+    steer = json.loads((out / "sae" / "steer" / "summary.json").read_text())
+    assert steer["split"] == "val" and steer["suppression"]["random"]["flip_rate"] is not None
     clf = json.loads((out / "classifier" / "visae_classifier.json").read_text())
     assert 0.0 <= clf["val_top1"] <= 1.0
     with sqlite3.connect(out / "sae" / "features.sqlite") as db:
         assert db.execute("select count(*) from latents").fetchone()[0] > 0
     html = (out / "report.html").read_text()  # the summary names it; rich may wrap the path
+    assert "<h2>Causal tests</h2>" in html and "random direction" in html
     assert "data:image/png;base64," in html and "http://" not in html.split("<body", 1)[1][:2000]
 
     written = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}

@@ -161,7 +161,7 @@ def test_segmentation_eval_on_a_real_run_gives_the_documented_table(run_eval, tm
 
 
 def test_the_probe_and_latents_never_train_on_the_evaluation_images():
-    steerer = SimpleNamespace(store_split="train", dataset=SimpleNamespace(split=lambda name: range(300)),
+    steerer = SimpleNamespace(store_split="train", split=lambda name: range(300),
                               images=lambda split, idx: (split, idx))  # fmt: skip
     eval_set = SimpleNamespace(split="train", index_B=np.arange(0, 300, 2))
     n, chunks = training_sets(steerer, eval_set, 1000, seed=0)

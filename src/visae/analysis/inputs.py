@@ -328,14 +328,18 @@ class Images:
         return None if s is None else self.model_view(s.image_HWC)
 
     def model_view(self, image_HWC: np.ndarray) -> np.ndarray:
-        """The pixels ``Preprocess`` feeds the model, before it scales and normalises them: resized
-        with its resampling filter and centre-cropped by ``Preprocess.geometry``."""
-        from PIL import Image
+        """The pixels ``Preprocess`` feeds the model, before it scales and normalises them."""
+        return model_view(self.preprocess, image_HWC)
 
-        pre = self.preprocess
-        h, w = image_HWC.shape[:2]
-        rh, rw, top, left = pre.geometry(h, w)
-        if (rh, rw) != (h, w):
-            resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}[pre.resample]
-            image_HWC = np.asarray(Image.fromarray(np.asarray(image_HWC, dtype=np.uint8)).resize((rw, rh), resample))
-        return np.ascontiguousarray(image_HWC[top : top + pre.size, left : left + pre.size], dtype=np.uint8)
+
+def model_view(pre: Preprocess, image_HWC: np.ndarray) -> np.ndarray:
+    """An image as ``pre`` shows it to the model, before scaling and normalising: resized with its resampling
+    filter and centre-cropped by ``Preprocess.geometry``, (size, size, 3) uint8."""
+    from PIL import Image
+
+    h, w = image_HWC.shape[:2]
+    rh, rw, top, left = pre.geometry(h, w)
+    if (rh, rw) != (h, w):
+        resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}[pre.resample]
+        image_HWC = np.asarray(Image.fromarray(np.asarray(image_HWC, dtype=np.uint8)).resize((rw, rh), resample))
+    return np.ascontiguousarray(image_HWC[top : top + pre.size, left : left + pre.size], dtype=np.uint8)

@@ -123,10 +123,10 @@ def _heatmap(steerer: Steerer, imgs: Any, b: int, maps: tuple[torch.Tensor, torc
              edit: Edit, out: Path) -> Path:  # fmt: skip
     """One PNG per image: for each edited latent, its map before and after the edit (one colour scale per latent)."""
     from visae.analysis.heatmaps import render
-    from visae.analysis.inputs import Images
+    from visae.analysis.inputs import model_view
     from visae.atomic import write_with
 
-    view = Images(steerer.dataset_spec, imgs.split, steerer.preprocess.model_dump()).view(int(imgs.index_B[b]))
+    view = model_view(steerer.preprocess, steerer.split(imgs.split)[int(imgs.index_B[b])].image_HWC)
     H, W = steerer.grid  # type: ignore[misc]
     before, after = maps
     latents = edit.latents()

@@ -60,12 +60,17 @@ def model_logits(output: Any) -> torch.Tensor:
 
 
 def pooled(output: Any, n_cls: int) -> torch.Tensor:
-    """``f_BF``: one vector per image from a model output (pooled output, CLS token, or mean over tokens/cells)."""
+    """``f_BF``: one vector per image from a model output: its pooled output, else the CLS token or the mean over
+    the tokens / cells of its last hidden state, else a classifier's logits."""
     for name in ("pooler_output", "image_embeds"):
         value = getattr(output, name, None)
         if isinstance(value, torch.Tensor):
             return value.flatten(1)
-    value = getattr(output, "last_hidden_state", output)
+    value = getattr(output, "last_hidden_state", None)
+    if value is None:  # a classifier's output without pooled features: probe its logits
+        value = getattr(output, "logits", None)
+    if value is None:
+        value = output
     if isinstance(value, (tuple, list)):
         value = value[0]
     if not isinstance(value, torch.Tensor):

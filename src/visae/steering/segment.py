@@ -224,7 +224,7 @@ def training_sets(steerer: Any, eval_set: Any, n_images: int, seed: int, train_s
         n = len(train_set)
         return n, (train_set.subset(np.arange(a, min(a + CHUNK, n))) for a in range(0, n, CHUNK))
     split = steerer.store_split
-    pool = np.arange(len(steerer.dataset.split(split)))
+    pool = np.arange(len(steerer.split(split)))
     if eval_set.split == split:
         pool = np.setdiff1d(pool, eval_set.index_B)
     idx = np.sort(np.random.default_rng(seed).choice(pool, min(n_images, len(pool)), replace=False))

@@ -71,6 +71,7 @@ class Steerer:
         self.dataset_spec = str(store_meta.get("dataset") or "")
         self.store_split = str(store_meta.get("split") or "")
         self._dataset: Any = None
+        self._splits: dict[str, Any] = {}
         self._max_act_S: np.ndarray | None = None
         self.head = head
 
@@ -109,6 +110,12 @@ class Steerer:
             self._dataset = open_dataset(self.dataset_spec)
         return self._dataset
 
+    def split(self, name: str) -> Any:
+        """A split of the dataset (opened once: a synthetic split parses its manifest)."""
+        if name not in self._splits:
+            self._splits[name] = self.dataset.split(name)
+        return self._splits[name]
+
     @property
     def class_names(self) -> list[str]:
         return list(self.head.class_names) if self.head is not None else list(self.dataset.class_names)
@@ -136,7 +143,7 @@ class Steerer:
     def find_images(self, ids: list[str], split: str | None = None) -> np.ndarray:
         """Split indices of image ids of the store's split (a one-line error for an id it does not hold)."""
         split = split or self.store_split
-        sp = self.dataset.split(split)
+        sp = self.split(split)
         known = {sp.image_id(i): i for i in range(len(sp))}
         out = []
         for image_id in ids:
@@ -149,7 +156,7 @@ class Steerer:
 
     def sample_indices(self, split: str, n: int, seed: int = 0) -> np.ndarray:
         """``n`` split indices drawn at random (all of them when the split is smaller), sorted."""
-        size = len(self.dataset.split(split))
+        size = len(self.split(split))
         if n >= size:
             return np.arange(size, dtype=np.int64)
         return np.sort(np.random.default_rng(seed).choice(size, n, replace=False)).astype(np.int64)
@@ -159,7 +166,7 @@ class Steerer:
         from visae.analysis.parts import cell_parts
         from visae.data.base import CorruptImage
 
-        sp = self.dataset.split(split)
+        sp = self.split(split)
         pixels, labels, ids, parts = [], [], [], []
         for i in np.asarray(index_B, dtype=np.int64):
             try:
