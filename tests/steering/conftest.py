@@ -3,6 +3,7 @@ Dinov2 with registers), loaded through the real ``hf:DIR`` loader, and random SA
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ import torch
 from visae.backbones.base import load_backbone
 
 from run_fixture import synth_run  # noqa: F401  (a small real run on the synthetic aircraft)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))  # cli_helpers: the real command line, in-process
 
 TINY_VIT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8)
 

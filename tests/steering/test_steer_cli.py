@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import shutil
 
 import pytest
+from cli_helpers import run as cli_run
 
 import visae
-from visae.cli import main
 
 
 def run(*args: object) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main([str(a) for a in args])
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    return code, out.getvalue(), err.getvalue()
+    res = cli_run(*args)
+    return res.code, res.out, res.err
 
 
 def live_latent(run_dir) -> int:
