@@ -25,7 +25,7 @@ from visae.progress import info, warn
 from visae.steering.choose import Pick, choose
 from visae.steering.config import SteerEvalConfig
 from visae.steering.session import Steerer
-from visae.steering.suppress import Pool, dose_response, latent_effects, mean_summary, own_images
+from visae.steering.suppress import Pool, dose_response, latent_effects, own_images
 from visae.steering.truth import truth_check
 
 STEER_DIR = "steer"
