@@ -50,12 +50,13 @@ class Sizes(Config):
     top: int
     steer_images: int
     steer_per_group: int
+    eval_images: int
 
 
 FULL = Sizes(n_train=24_000, n_val=2_000, n_ood=1_000, epochs=8, sae_tokens=6_000_000, sae_batch=4096,
-             expansion=8, k=8, top=32, steer_images=512, steer_per_group=4)  # fmt: skip
+             expansion=8, k=8, top=32, steer_images=512, steer_per_group=4, eval_images=1000)  # fmt: skip
 QUICK = Sizes(n_train=6_000, n_val=400, n_ood=200, epochs=8, sae_tokens=400_000, sae_batch=2048,
-              expansion=4, k=8, top=16, steer_images=96, steer_per_group=2)  # fmt: skip
+              expansion=4, k=8, top=16, steer_images=96, steer_per_group=2, eval_images=200)  # fmt: skip
 
 
 def demo(cfg: DemoConfig) -> dict[str, Any]:
@@ -76,14 +77,15 @@ def _demo(cfg: DemoConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     for tmp in out.glob(".report.html.*.tmp"):  # a killed report's (the steps clean their own folders)
         tmp.unlink()
-    paths = {k: out / k for k in ("data", "classifier", "store", "sae")}
+    paths = {k: out / k for k in ("data", "classifier", "store", "sae")} | {"heldout": out / "store-val"}
     _check_steps(paths)
     report_path = out / "report.html"
     timings: dict[str, float] = {}
 
     def step(name: str, done: Callable[[], bool], run: Callable[[], Any]) -> None:
         if done():
-            info(f"[demo] {name}: reusing {paths.get(name, paths['sae'] / 'steer' if name == 'steer-eval' else report_path)}")
+            where = {"steer-eval": paths["sae"] / "steer", "eval": paths["sae"] / "eval", "report": report_path}
+            info(f"[demo] {name}: reusing {paths.get(name, where.get(name))}")
             return
         info(f"[demo] {name} ...")
         t0 = time.perf_counter()
@@ -102,14 +104,18 @@ def _demo(cfg: DemoConfig) -> dict[str, Any]:
          lambda: _analyze(paths["sae"], paths["store"], sizes))  # fmt: skip
     step("steer-eval", lambda: (paths["sae"] / "steer" / "summary.json").is_file() and "analysis" not in timings,
          lambda: _steer_eval(paths["sae"], sizes, cfg))  # fmt: skip
-    step("report", lambda: report_path.is_file() and "steer-eval" not in timings,  # new causal tests: a new report
+    step("heldout", lambda: _complete(paths["heldout"], "store"),
+         lambda: _extract(model_spec, data_spec, paths["heldout"], split="val"))  # fmt: skip
+    step("eval", lambda: (paths["sae"] / "eval" / "summary.json").is_file() and not {"sae", "heldout"} & set(timings),
+         lambda: _eval(paths["sae"], paths["heldout"], sizes, cfg))  # fmt: skip
+    step("report", lambda: report_path.is_file() and not {"steer-eval", "eval"} & set(timings),  # new results: a new report
          lambda: _report(paths["sae"], report_path))  # fmt: skip
     return _summary(paths, report_path, timings)
 
 
 def _clear(out: Path) -> None:
     """Remove the demo's own artifacts only; anything else in ``out`` is refused."""
-    known = {"data", "classifier", "store", "sae", "report.html", LOCK_NAME}
+    known = {"data", "classifier", "store", "store-val", "sae", "report.html", LOCK_NAME}
     foreign = [p.name for p in out.iterdir() if p.name not in known]
     if foreign:
         raise VisaeError(f"{out} holds files the demo did not write ({', '.join(sorted(foreign)[:3])})",
@@ -117,7 +123,7 @@ def _clear(out: Path) -> None:
     clear(out)  # a step folder that another process is writing is refused, not wiped
 
 
-STEP_KINDS = {"data": "synth-aircraft", "classifier": "classifier", "store": "store", "sae": "sae-run"}
+STEP_KINDS = {"data": "synth-aircraft", "classifier": "classifier", "store": "store", "sae": "sae-run", "heldout": "store"}
 """The artifact each step folder holds (the steps run with force=True, so anything else there would be wiped)."""
 
 
@@ -164,10 +170,10 @@ def final_stage(model_spec: str) -> str:
     return max(stages, key=lambda n: int(n.rsplit(".", 1)[1]))
 
 
-def _extract(model: str, data: str, path: Path) -> None:
+def _extract(model: str, data: str, path: Path, split: str = "train") -> None:
     from visae.extraction import ExtractConfig, extract
 
-    extract(ExtractConfig(model=model, layers=[final_stage(model)], data=data, split="train", out=path,
+    extract(ExtractConfig(model=model, layers=[final_stage(model)], data=data, split=split, out=path,
                           dtype="bf16", batch_size=256, force=True))  # fmt: skip
 
 
@@ -193,6 +199,15 @@ def _steer_eval(run: Path, sizes: Sizes, cfg: DemoConfig) -> None:
                                random_latents=2 * sizes.steer_per_group, per_latent=32 if quick else 64,
                                directions=2 if quick else 3, draws=3 if quick else 5, probe_images=300 if quick else 1000,
                                seed=cfg.seed, force=True))  # fmt: skip
+
+
+def _eval(run: Path, heldout: Path, sizes: Sizes, cfg: DemoConfig) -> None:
+    """Every eval suite but stability (the demo trains one SAE) on the held-out val split."""
+    from visae.evals.config import EvalConfig
+    from visae.evals.run import evaluate
+
+    suites = ["core", "fidelity", "probe", "concepts", "ood", "ontology"]
+    evaluate(EvalConfig(run=[run], store=heldout, suite=suites, max_images=sizes.eval_images, seed=cfg.seed))
 
 
 def _report(run: Path, out: Path) -> None:
@@ -231,6 +246,7 @@ def _summary(paths: dict[str, Path], report_path: Path, timings: dict[str, float
         "class-selective latents": headline(feats.get("class_selective")),
         "border/position latents": headline(feats.get("border")) or "n/a (no grid)",
         **_causal(paths["sae"]),
+        **_evaluation(paths["sae"]),
         "report": str(report_path),
         "time": ", ".join(f"{k} {duration(v)}" for k, v in timings.items()) or "none (every step reused)",
     }
@@ -244,6 +260,14 @@ def _causal(run: Path) -> dict[str, str]:
 
     path = run / "steer" / "summary.json"
     return headline_rows(json.loads(path.read_text())) if path.is_file() else {}
+
+
+def _evaluation(run: Path) -> dict[str, str]:
+    """The eval headline rows (RUN/eval/summary.json), each next to its baselines."""
+    import json
+
+    path = run / "eval" / "summary.json"
+    return {f"eval: {k}": v for k, v in json.loads(path.read_text())["headline"].items()} if path.is_file() else {}
 
 
 WEAK_TOP1 = 0.5

@@ -17,6 +17,9 @@ from visae.evals.data import EvalSet
 from visae.evals.encoders import Encoder, kmeans_encoder, pca_encoder, raw_encoder, sae_encoder
 
 BASELINES = ("random_sae", "raw", "pca", "kmeans")
+MAX_CODES = 32_000_000
+"""Without --max-images, the held-out images are capped so that tokens x latents stays below this (dense float32
+codes of each encoder are held at once: 128 MB each)."""
 """Baselines scored next to the SAE (docs/metrics.md)."""
 
 
@@ -120,6 +123,9 @@ def open_context(run: str | Path, store: str | Path | None = None, *, max_images
     if info.layer and str(target.meta.layer) != info.layer:
         raise VisaeError(f"the run reads layer '{info.layer}' but {target.path} holds '{target.meta.layer}'",
                          "pass a store extracted with the run's model and layer")  # fmt: skip
+    if max_images is None:  # dense codes of every encoder are held at once: cap the images by their size
+        per_image = max(1, int(np.median(target.images["n_tokens"])) if len(target.images["n_tokens"]) else 1)
+        max_images = max(2, MAX_CODES // (per_image * int(sae.d_sae)))
     rows, how = heldout_rows(target, Path(info.path), max_images, seed)  # the training store itself: its held-out images only
     heldout = load_eval_set(target, rows)
     return EvalContext(info, sae, heldout, how, train_store, device, seed, options=dict(options or {}))

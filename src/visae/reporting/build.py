@@ -16,6 +16,7 @@ from visae.lock import locked
 from visae.progress import info
 from visae.reporting import sections
 from visae.reporting.causal import causal
+from visae.reporting.evaluation import evaluation
 from visae.reporting.template import CSS, GENERATOR, PAGE
 
 
@@ -51,7 +52,7 @@ def report(cfg: ReportConfig) -> Path:
                 sections.header(db), sections.legend(db), sections.density(db), sections.purity(db),
                 sections.border(db), sections.selective(db, ov, cfg.latents, cfg.images),
                 sections.bands(db, ov, max(2, cfg.latents // 3), cfg.images),
-                sections.per_class(db), causal(cfg.run),
+                sections.per_class(db), causal(cfg.run), evaluation(cfg.run),
             ])
         finally:
             ov.close()
