@@ -4,8 +4,9 @@
   its own (``relu(x_d - mean_d)`` and ``relu(mean_d - x_d)``), so 2D units: a channel's
   negative direction can be part-pure or class-selective too.
 - ``random``: an SAE of the same architecture and shape, randomly initialised with a fixed
-  seed, its normalisation folded in as the trainer folds a trained one (``b_dec`` at the
-  training mean).
+  seed (``RANDOM_INIT_SEED`` + seed: never the trainer's own seed, which would rebuild the trained
+  SAE's starting weights), its normalisation folded in as the trainer folds a trained one
+  (``b_dec`` at the training mean).
 
 A measure is reported as the fraction of each population that passes it, never as a count
 alone: populations differ in size (S latents vs 2D signed channels).
@@ -22,15 +23,22 @@ POPULATIONS = {"sae": ("SAE", "latents"), "raw": ("raw channels", "signed channe
 """Population key -> (name in the headline, what its units are)."""
 
 
+RANDOM_INIT_SEED = 104_729
+"""Offset of the random-init baseline's seed. The trainer seeds an SAE's initialisation with the run's seed
+(0 by default), so a baseline drawn with that same seed would be the trained SAE's own starting point, not an
+independent random SAE; seeds from RANDOM_INIT_SEED on are not run seeds anyone uses by accident."""
+
+
 def random_sae(sae: torch.nn.Module, mean_D: torch.Tensor, scale: float, seed: int) -> torch.nn.Module | str:
-    """A freshly initialised SAE of ``sae``'s spec taking raw activations, or why there is none."""
+    """A freshly initialised SAE of ``sae``'s spec taking raw activations (seed ``RANDOM_INIT_SEED + seed``), or why
+    there is none."""
     from visae.sae.base import SAE, create_sae
 
     spec = getattr(sae, "spec", None)
     if not isinstance(sae, SAE) or spec is None:
         return "the SAE has no visae spec to rebuild it from"
     with torch.random.fork_rng(devices=[]):  # a fixed seed, without touching the caller's RNG
-        torch.manual_seed(seed)
+        torch.manual_seed(RANDOM_INIT_SEED + seed)
         rand = create_sae(spec)
     rand.fold_normalization(mean_D.float(), scale)  # b_dec = 0 in training space -> the mean
     return rand.eval()
