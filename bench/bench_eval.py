@@ -46,7 +46,7 @@ def main() -> None:
     total = time.perf_counter() - t
     for s in suites:
         res = json.loads((run / "eval" / f"{s}.json").read_text())
-        print(f"  {s:10} {res.get('seconds', float('nan')):6.1f} s" + (f"  (skipped: {res['skipped']})" if "skipped" in res else ""))
+        print(f"  {s:10} {res.get('seconds', float('nan')):6.1f} s" + (f"  (skipped: {res['skipped']})" if isinstance(res.get("skipped"), str) else ""))
     print(f"visae eval, {len(suites)} suites, fresh process, loading included: {total:.1f} s; target 300 s: {total / 300:.2f} of it")
 
 

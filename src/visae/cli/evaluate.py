@@ -39,14 +39,14 @@ def eval_cmd(
     if ctx.invoked_subcommand is not None:
         return
     flags = {k: v for k, v in locals().items() if k != "ctx"}
-    from visae.evals.run import evaluate, family
+    from visae.evals.run import evaluate, family, skipped
 
     results = evaluate(build(E, None, **flags))
     for run, res in results.items():
         print(f"\n== {run}: {res['images']} held-out images, {res['tokens']:,} tokens ({res['heldout']})")
         for suite, r in res["results"].items():
-            if "skipped" in r:
-                print(f"\n[{suite}] skipped: {r['skipped']}")
+            if skipped(r):
+                print(f"\n[{suite}] skipped: {skipped(r)}")
                 continue
             head, rows = family(suite).table(r)
             print(f"\n[{suite}] ({r['seconds']:.0f} s)")

@@ -31,6 +31,13 @@ FAMILIES = {
 EVAL_DIR = "eval"
 
 
+def skipped(res: dict[str, Any]) -> str | None:
+    """Why a whole suite was skipped (its result is ``{"skipped": "why; what to do"}``), or None when it ran
+    (a family may list skipped concepts or encoders under "skipped" as a dict)."""
+    why = res.get("skipped")
+    return why if isinstance(why, str) else None
+
+
 def family(suite: str) -> Any:
     return importlib.import_module(FAMILIES[suite])
 
@@ -51,7 +58,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
         info(f"[eval] {run}: {ctx.how}")
         results = {suite: run_suite(suite, ctx) for suite in cfg.suite}
         summary = {"run": str(run), "heldout": ctx.how, "images": ctx.heldout.n_images, "tokens": int(len(ctx.heldout.acts_TD)),
-                   "suites": {s: ("skipped" if "skipped" in r else "done") for s, r in results.items()},
+                   "suites": {s: ("skipped" if skipped(r) else "done") for s, r in results.items()},
                    "headline": headlines(results), "seconds": round(time.perf_counter() - t0, 1),
                    "config": cfg.model_dump(mode="json")}  # fmt: skip
         folder = Path(ctx.run.path) / EVAL_DIR
@@ -70,15 +77,16 @@ def run_suite(suite: str, ctx: Any) -> dict[str, Any]:
         res = family(suite).evaluate(ctx)
     except Missing as e:
         res = {"skipped": f"{e.message}; {e.hint}" if e.hint else e.message}
-    info(f"[eval] {suite}: {'skipped (' + res['skipped'] + ')' if 'skipped' in res else 'done'} in {time.perf_counter() - t0:.1f} s")
+    why = skipped(res)
+    info(f"[eval] {suite}: {'skipped (' + why + ')' if why else 'done'} in {time.perf_counter() - t0:.1f} s")
     return res | {"seconds": round(time.perf_counter() - t0, 1)}
 
 
 def headlines(results: dict[str, dict[str, Any]]) -> dict[str, str]:
     rows: dict[str, str] = {}
     for suite, res in results.items():
-        if "skipped" in res:
-            rows[suite] = f"skipped: {res['skipped']}"
+        if skipped(res):
+            rows[suite] = f"skipped: {skipped(res)}"
         else:
             rows.update(family(suite).headline(res))
     return rows

@@ -10,7 +10,7 @@ from visae.reporting.sections import esc
 
 def evaluation(run: str | Path) -> str:
     """The section, or a note saying how to make it."""
-    from visae.evals.run import family
+    from visae.evals.run import family, skipped
 
     folder = Path(run) / "eval"
     try:
@@ -26,8 +26,8 @@ def evaluation(run: str | Path) -> str:
             res = json.loads((folder / f"{suite}.json").read_text())
         except (OSError, ValueError):
             continue
-        if state == "skipped" or "skipped" in res:
-            parts.append(f"<h3>{esc(suite)}</h3><p class='note'>skipped: {esc(str(res.get('skipped')))}</p>")
+        if state == "skipped" or skipped(res):
+            parts.append(f"<h3>{esc(suite)}</h3><p class='note'>skipped: {esc(str(skipped(res)))}</p>")
             continue
         head, rows = family(suite).table(res)
         th = "".join(f"<th>{esc(str(h))}</th>" for h in head)
