@@ -22,6 +22,7 @@ ARTIFACTS = [
     "store/metadata.json", "sae/checkpoint/state.pt", "sae/saes/*/sae_weights.safetensors",
     "sae/saes/*/sparsity.safetensors", "sae/saes/*/cfg.json", "sae/features.sqlite", "sae/heatmaps/*/*.png",
     "sae/steer/summary.json", "sae/steer/suppression.json", "sae/steer/segmentation.json", "sae/steer/dose.png",
+    "store-val/metadata.json", "sae/eval/summary.json", "sae/eval/core.json", "sae/eval/concepts.json", "sae/eval/ood.json",
     "report.html",
 ]
 """One glob per kind of file the demo writes: each must exist, with the usual mode."""
@@ -44,7 +45,8 @@ def test_quick_demo_runs_every_stage_and_reuses_finished_steps(tmp_path):
     kinds = {name: (read_marker(out / name) or {}).get("kind") for name in ("data", "classifier", "store", "sae")}
     assert kinds == {"data": "synth-aircraft", "classifier": "classifier", "store": "store", "sae": "sae-run"}
     for needle in ("classifier val top-1", "SAE held-out NMSE", "SAE held-out L0", "SAE held-out dead %", "part-pure latents",
-                   "suppression of", "input-space ablation", "segmentation (SAE-V)", "ground truth"):
+                   "suppression of", "input-space ablation", "segmentation (SAE-V)", "ground truth",
+                   "eval: reconstruction", "eval: spliced fidelity", "eval: concept mAP", "eval: OOD, best SAE score"):
         assert needle in res.output, needle
     steer = json.loads((out / "sae" / "steer" / "summary.json").read_text())
     assert steer["split"] == "val" and steer["suppression"]["random"]["flip_rate"] is not None
@@ -54,6 +56,10 @@ def test_quick_demo_runs_every_stage_and_reuses_finished_steps(tmp_path):
         assert db.execute("select count(*) from latents").fetchone()[0] > 0
     html = (out / "report.html").read_text()  # the summary names it; rich may wrap the path
     assert "<h2>Causal tests</h2>" in html and "random direction" in html
+    assert "<h2>Evaluation</h2>" in html and "Coverage@0.3" in html
+    evaluation = json.loads((out / "sae" / "eval" / "summary.json").read_text())
+    assert evaluation["suites"] == {"core": "done", "fidelity": "done", "probe": "done", "concepts": "done", "ood": "done",
+                                    "ontology": "done"}  # fmt: skip
     assert "data:image/png;base64," in html and "http://" not in html.split("<body", 1)[1][:2000]
 
     written = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}

@@ -177,7 +177,7 @@ def test_real_run_with_ood_split(ood_result):
     assert all(len(row) == len(header) for row in rows) and rows[0][1] == "sae"
     lines = ood.headline(r)
     assert 1 <= len(lines) <= 3 and all(isinstance(v, str) and "\n" not in v for v in lines.values())
-    assert "energy" in lines["ood_baselines"]
+    assert "energy" in lines["OOD AUROC, baselines"]
 
 
 def test_fit_and_id_images_disjoint_without_a_validation_split():

@@ -142,7 +142,7 @@ def test_factors_alone_are_enough():
     factors = {"engines": np.where(np.arange(len(label)) % 3 == 0, "2", "4")}
     res = probing.evaluate(_ctx(_eval_set(np.full(len(label), -1), factors=factors, class_names=["a"]), codes))
     assert {c["kind"] for c in res["concepts"]} == {"engines"} and "class" not in res["mean"]
-    assert probing.headline(res)["probing_factors"].startswith("engines")
+    assert probing.headline(res)["probing, factors"].startswith("engines")
 
 
 def test_missing_inputs_raise_missing():
@@ -161,7 +161,7 @@ def test_table_and_headline_on_planted():
     header, rows = probing.table(res)
     assert header == ["concepts", "measure", "sae", *BASELINES, "chance"]
     assert len(rows) == 2 + len(probing.KS) and all(len(r) == len(header) for r in rows)
-    line = probing.headline(res)["probing_classes"]
+    line = probing.headline(res)["probing, classes"]
     assert all(e in line for e in BASELINES) and "chance" in line
 
 
@@ -181,7 +181,7 @@ def _check_real(res, ctx):
     header, rows = probing.table(res)
     assert rows and all(len(r) == len(header) for r in rows)
     h = probing.headline(res)
-    assert set(h) == {"probing_classes", "probing_factors"}
+    assert set(h) == {"probing, classes", "probing, factors"}
     print(header, *rows, *h.values(), sep="\n")
 
 
@@ -194,7 +194,7 @@ def test_real_run(ctx):
     _check_real(res, ctx)
     kinds = {c["kind"] for c in res["concepts"]}
     assert res["skipped"]["class"] == 22 and "class" not in kinds and {"planform", "engines", "tail"} <= kinds
-    assert "skipped" in probing.headline(res)["probing_classes"]
+    assert "skipped" in probing.headline(res)["probing, classes"]
     res3 = probing.evaluate(dataclasses.replace(ctx, options={"probing_min_positives": 3}))
     _check_real(res3, ctx)
     assert res3["mean"]["class"]["concepts"] == 22

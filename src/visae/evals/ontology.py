@@ -267,9 +267,9 @@ def headline(result: dict[str, Any]) -> dict[str, str]:
 
     lv = result["levels"][1] if len(result["levels"]) > 1 else result["levels"][0]
     return {
-        "ontology_selective": (f"{s['selective_units']}/{s['of']} SAE latents class-selective, mean LCA height {_f(s['mean_height'])} "
+        "ontology, selective latents": (f"{s['selective_units']}/{s['of']} SAE latents class-selective, mean LCA height {_f(s['mean_height'])} "
                                f"(random class sets {_f(s['mean_height_chance'])}; {others('mean_height')})"),
-        "ontology_nodes": f"{lv} nodes matched exactly by a unit: SAE {_f(s['exact_nodes'][lv])} ({others('exact_nodes', lv)})",
-        "ontology_spearman": (f"Spearman(code distance, tree distance): SAE {_f(s['spearman'])}, permuted {_f(perm['sae']['mean'])} "
+        "ontology, exact tree nodes": f"{lv} nodes matched exactly by a unit: SAE {_f(s['exact_nodes'][lv])} ({others('exact_nodes', lv)})",
+        "ontology, code vs tree distances": (f"Spearman(code distance, tree distance): SAE {_f(s['spearman'])}, permuted {_f(perm['sae']['mean'])} "
                               f"({others('spearman')})"),
     }  # fmt: skip

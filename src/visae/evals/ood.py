@@ -282,7 +282,7 @@ def evaluate(ctx: Any) -> dict[str, Any]:
     fit_idx, id_idx = pick_images(s, id_split, n_img, n_fit, int(ctx.seed))
     ood_idx = s.sample_indices(out_split, n_img, int(ctx.seed) + 2)
     encoders, notes = {}, []
-    for name in ctx.options.get("ood_baselines", BASELINES):
+    for name in ctx.options.get("OOD AUROC, baselines", BASELINES):
         try:
             encoders[name] = ctx.encoder(name)
         except (ValueError, VisaeError) as e:
@@ -346,9 +346,9 @@ def headline(result: dict[str, Any]) -> dict[str, str]:
 
     sae, base = best("sae"), best("baseline")
     where = f"{result['id']['split']} vs {result['ood']['split']}"
-    out = {"ood_sae": f"OOD AUROC ({where}): {show([n for n in sc if n.startswith('sae:')])} (chance 0.5)",
-           "ood_baselines": f"baselines: {show(['energy', 'msp', 'mahalanobis', 'knn_raw', 'random_sae:knn', 'kmeans:knn'])}"}  # fmt: skip
+    out = {"OOD AUROC, SAE scores": f"OOD AUROC ({where}): {show([n for n in sc if n.startswith('sae:')])} (chance 0.5)",
+           "OOD AUROC, baselines": f"baselines: {show(['energy', 'msp', 'mahalanobis', 'knn_raw', 'random_sae:knn', 'kmeans:knn'])}"}  # fmt: skip
     if sae and base:
-        out["ood_best"] = (f"best SAE score {sae}: AUROC {_fmt(sc[sae]['auroc'])}, FPR@95 {_fmt(sc[sae]['fpr95'])} vs best baseline "
+        out["OOD, best SAE score vs best baseline"] = (f"best SAE score {sae}: AUROC {_fmt(sc[sae]['auroc'])}, FPR@95 {_fmt(sc[sae]['fpr95'])} vs best baseline "
                            f"{base}: {_fmt(sc[base]['auroc'])}, {_fmt(sc[base]['fpr95'])} (chance 0.95)")  # fmt: skip
     return out

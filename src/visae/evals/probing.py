@@ -274,11 +274,11 @@ def headline(result: dict[str, Any]) -> dict[str, str]:
             kind = next((n for n in result["mean"] if n != "class"), "")
         if kind not in result["mean"]:
             if result.get("skipped", {}).get(kind):
-                out[f"probing_{key}"] = f"{kind}: all {result['skipped'][kind]} concepts skipped (under {result['min_positives']} positive images in a half)"
+                out[f"probing, {key}"] = f"{kind}: all {result['skipped'][kind]} concepts skipped (under {result['min_positives']} positive images in a half)"
             continue
         m, ch = result["mean"][kind], result["chance"][kind]
         ap = ", ".join(f"{e} {m[e]['ap']:.2f}" for e in encs[1:])
         acc = ", ".join(f"{e} {m[e]['topk'][k]['acc']:.2f}" for e in encs[1:])
-        out[f"probing_{key}"] = (f"{kind} ({m['concepts']} concepts): best single latent AP {m[encs[0]]['ap']:.2f} ({ap}; chance {ch['ap']:.2f}); "
+        out[f"probing, {key}"] = (f"{kind} ({m['concepts']} concepts): best single latent AP {m[encs[0]]['ap']:.2f} ({ap}; chance {ch['ap']:.2f}); "
                                  f"top-{k} probe balanced acc {m[encs[0]]['topk'][k]['acc']:.2f} ({acc}; chance 0.50)")  # fmt: skip
     return out
