@@ -13,6 +13,8 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "steer": ("visae.api", "steer"),
     "ablate": ("visae.api", "ablate"),
     "steer_eval": ("visae.api", "steer_eval"),
+    "eval": ("visae.api", "eval"),
+    "eval_frontier": ("visae.api", "eval_frontier"),
     # interventions: the splice, edits, a run opened for them
     "Splice": ("visae.steering.splice", "Splice"),
     "Edit": ("visae.steering.edit", "Edit"),
@@ -35,6 +37,8 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "SteerConfig": ("visae.steering.config", "SteerConfig"),
     "AblateConfig": ("visae.steering.config", "AblateConfig"),
     "SteerEvalConfig": ("visae.steering.config", "SteerEvalConfig"),
+    "EvalConfig": ("visae.evals.config", "EvalConfig"),
+    "FrontierConfig": ("visae.evals.config", "FrontierConfig"),
 }
 __all__ = sorted(_LAZY)
 

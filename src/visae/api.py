@@ -94,9 +94,25 @@ def steer_eval(cfg: Any = None, *, config: str | Path | None = None, steerer: An
     return run(_config(SteerEvalConfig, cfg, config, flags), steerer)
 
 
+def eval(cfg: Any = None, *, config: str | Path | None = None, **flags: Any) -> dict[str, Any]:  # noqa: A001
+    """``visae eval``: {run: summary with "results" per suite}; the suites' JSON is also in RUN/eval/."""
+    from visae.evals.config import EvalConfig
+    from visae.evals.run import evaluate as run
+
+    return run(_config(EvalConfig, cfg, config, _listed(flags, "run", "suite")))
+
+
+def eval_frontier(cfg: Any = None, *, config: str | Path | None = None, **flags: Any) -> dict[str, Any]:
+    """``visae eval frontier``: {"points": [...], "plot": path or None}."""
+    from visae.evals.config import FrontierConfig
+    from visae.evals.frontier import frontier as run
+
+    return run(_config(FrontierConfig, cfg, config, _listed(flags, "run")))
+
+
 def _listed(flags: dict[str, Any], *names: str) -> dict[str, Any]:
     """A single value given for a repeatable flag becomes a one-item list (``image="train/000001"``)."""
-    return {k: ([v] if k in names and isinstance(v, (str, int)) else v) for k, v in flags.items()}
+    return {k: ([v] if k in names and isinstance(v, (str, int, Path)) else v) for k, v in flags.items()}
 
 
 def _config(cls: type[C], cfg: Any, config: str | Path | None, flags: dict[str, Any]) -> C:

@@ -25,7 +25,7 @@ def captured(monkeypatch):
     for module, name in [("visae.extraction.run", "extract"), ("visae.sae.trainer", "train"),
                          ("visae.analysis", "analyze"), ("visae.reporting", "report"), ("visae.reference_study", "demo"),
                          ("visae.steering.command", "steer"), ("visae.steering.command", "ablate"),
-                         ("visae.steering.evaluate", "steer_eval")]:  # fmt: skip
+                         ("visae.steering.evaluate", "steer_eval"), ("visae.evals.run", "evaluate")]:  # fmt: skip
         monkeypatch.setattr(importlib.import_module(module), name, fake(name))
     return got
 
@@ -88,6 +88,14 @@ def test_steer_is_the_function_and_its_lists_take_single_values(captured, tmp_pa
         visae.steer(run=tmp_path, image="x", latent=3)
 
 
+def test_eval_takes_single_runs_and_suites(captured, tmp_path):
+    assert visae.eval(run=tmp_path, suite="core") == "evaluate"
+    cfg = captured["evaluate"]
+    assert cfg.run == [tmp_path] and cfg.suite == ["core"]
+    visae.eval(run=[tmp_path, tmp_path], suite="all", allow_mismatch=True)
+    assert captured["evaluate"].suite == ["core", "fidelity", "probe", "concepts", "ood", "ontology", "stability"]
+
+
 def test_unknown_keywords_are_refused_with_a_suggestion(captured):
     with pytest.raises(VisaeError, match="unknown setting 'expansoin'.*did you mean 'expansion'"):
         visae.train(store="s", out="r", expansoin=4)
@@ -97,7 +105,7 @@ def test_unknown_keywords_are_refused_with_a_suggestion(captured):
         visae.train(store="s")
 
 
-@pytest.mark.parametrize("command", ["extract", "train", "analyze", "report", "demo", "steer", "ablate", "steer-eval"])
+@pytest.mark.parametrize("command", ["extract", "train", "analyze", "report", "demo", "steer", "ablate", "steer-eval", "eval"])
 def test_every_cli_flag_is_a_keyword_of_the_function(captured, command):
     """One-to-one with the CLI: each (visible) option of the command is accepted under its own name."""
     import typer
@@ -109,7 +117,7 @@ def test_every_cli_flag_is_a_keyword_of_the_function(captured, command):
     click_cmd = typer.main.get_command(app).commands[command]  # type: ignore[attr-defined]
     cls = {"extract": visae.ExtractConfig, "train": visae.TrainConfig, "analyze": visae.AnalyzeConfig,
            "report": visae.ReportConfig, "demo": visae.DemoConfig, "steer": visae.SteerConfig,
-           "ablate": visae.AblateConfig, "steer-eval": visae.SteerEvalConfig}[command]  # fmt: skip
+           "ablate": visae.AblateConfig, "steer-eval": visae.SteerEvalConfig, "eval": visae.EvalConfig}[command]  # fmt: skip
     known = run_keys() | sae_keys() if command == "train" else None
     names = [p.name for p in click_cmd.params if not getattr(p, "hidden", False) and p.name != "config"]
     assert names and _flags(cls, {n: None for n in names}, known=known).keys() <= set(cls.model_fields) | sae_keys() | {"layer"}

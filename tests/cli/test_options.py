@@ -16,6 +16,7 @@ from visae.reference_study import DemoConfig
 from visae.extraction.config import ExtractConfig
 from visae.reporting.build import ReportConfig
 from visae.sae.train_config import SAEHparams, TrainConfig
+from visae.evals.config import EvalConfig
 from visae.steering.config import AblateConfig, SteerConfig, SteerEvalConfig
 
 STAGES = {
@@ -29,6 +30,7 @@ STAGES = {
     "steer": (SteerConfig,),
     "ablate": (AblateConfig,),
     "steer-eval": (SteerEvalConfig,),
+    "eval": (EvalConfig,),
 }
 NOT_FIELDS = {"config", "sweep", "help"}
 """Flags that are not config fields (exempt)."""

@@ -67,6 +67,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
             for suite, res in results.items():
                 write_json(folder / f"{suite}.json", res)
             write_json(folder / "summary.json", summary)
+            if "stability" in results and not skipped(results["stability"]):
+                family("stability").plot(results["stability"], folder / "stability.png")
         out[str(run)] = summary | {"results": results}
     return out
 
