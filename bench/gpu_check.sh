@@ -5,7 +5,7 @@
 #   GPU_CHECK_DEVICE=cpu bench/gpu_check.sh     tiny sizes on a CPU: checks the script, measures nothing
 #
 # Stages (each with --device): synth-aircraft data -> classifier train (1 epoch) -> extract -> train
-# (topk and batchtopk) -> analyze -> report. Then bench/bench_gpu.py: (a) a TopK SAE training step vs one
+# (topk and batchtopk) -> analyze -> steer-eval -> extract val -> eval -> report. Then bench/bench_gpu.py: (a) a TopK SAE training step vs one
 # bare bf16 GEMM of the encoder's shape (d 768, width 12288, k 32, batch 4096), (b) extraction of a
 # ViT-B-sized random-init model (224 px, 12 layers, d 768, saved locally, loaded as hf:DIR) vs its bare
 # forward. DEVELOPERS.md says when and how to run it.
@@ -96,6 +96,9 @@ for arch in topk batchtopk; do
   stage "train $arch" visae train --store "$W/store" --arch "$arch" --k "$K" --expansion "$EXPANSION" --batch-size "$SAE_BATCH" --out "$W/sae-$arch" --device "$DEVICE"
 done
 stage "analyze" visae analyze --run "$W/sae-topk" --top 8 --no-text-labels --device "$DEVICE"
+stage "steer-eval" visae steer-eval --run "$W/sae-topk" --n-images 128 --per-group 2 --random-latents 2 --device "$DEVICE"
+stage "extract val" visae extract --model "hf:$W/clf" --layer "$LAYER" --data "$DATA" --split val --out "$W/store-val" --batch-size "$EXT_BATCH" --device "$DEVICE"
+stage "eval" visae eval --run "$W/sae-topk" --store "$W/store-val" --max-images 256 --compare "$W/sae-batchtopk" --device "$DEVICE"
 stage "report" visae report --run "$W/sae-topk"
 T_STAGES=$(date +%s.%N)
 

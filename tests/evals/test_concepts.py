@@ -1,5 +1,5 @@
-"""Concept recovery (visae.evals.concepts): the ranking measures by hand, the split, planted concepts and a
-planted dictionary (trained vs random-init SAE), the real small run, and missing inputs."""
+"""Concept recovery (visae.evals.concepts): Purity@16 by hand, planted concepts and a planted dictionary
+(trained vs random-init SAE), the real small run, and missing inputs (AP, AUROC, the split: test_scores.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import torch
 
 from visae.evals import concepts as cc
 from visae.evals.data import EvalSet, Missing
+from visae.evals.scores import split_halves
 
 
 def eval_set(B: int, G: int, label_B=None, parts_T=None, factors_B=None, acts_TD=None) -> EvalSet:
@@ -27,42 +28,7 @@ def fake_ctx(es: EvalSet, codes: dict[str, torch.Tensor], seed: int = 0, **optio
     return types.SimpleNamespace(heldout=es, codes=lambda name: codes[name], seed=seed, options=options)
 
 
-# ------------------------------------------------------------------ ranking measures by hand
-
-
-def test_average_precision_by_hand():
-    assert cc.ap(np.array([3.0, 2.0, 1.0]), np.array([1, 0, 1])) == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
-    # ties form one threshold: precision 1/2 at recall 1/2, then 2/4 at recall 1, whatever the order inside a tie
-    assert cc.ap(np.array([1.0, 1.0, 0.0, 0.0]), np.array([1, 0, 1, 0])) == pytest.approx(0.5)
-    assert cc.ap(np.array([1.0, 1.0, 0.0, 0.0]), np.array([0, 1, 0, 1])) == pytest.approx(0.5)
-    assert cc.ap(np.zeros(10), np.arange(10) < 3) == pytest.approx(0.3)  # a constant score: the positive rate
-    assert cc.ap(np.array([0.0, 5.0, 5.0, 1.0]), np.array([0, 1, 1, 0])) == pytest.approx(1.0)
-
-
-def test_ranks_and_auroc_by_hand():
-    np.testing.assert_allclose(cc.ranks(np.array([3.0, 1.0, 3.0, 2.0])), [3.5, 1, 3.5, 2])
-    assert cc.auroc(np.array([3.0, 2.0, 1.0]), np.array([1, 0, 1])) == pytest.approx(0.5)
-    assert cc.auroc(np.array([1.0, 1.0, 0.0]), np.array([1, 0, 0])) == pytest.approx(0.75)  # a tie counts one half
-    assert cc.auroc(np.array([1.0, 2.0]), np.array([1, 1])) is None
-
-
-def test_measures_match_brute_force():
-    rng = np.random.default_rng(0)
-    for _ in range(50):
-        n = int(rng.integers(6, 40))
-        x_NS = rng.integers(0, 4, size=(n, 3)).astype(np.float32)  # many ties
-        y_NC = rng.random((n, 2)) < 0.4
-        y_NC[0], y_NC[1] = True, False
-        ap_SC = cc.average_precision(x_NS, y_NC)
-        for s in range(3):
-            for c in range(2):
-                x, y = x_NS[:, s], y_NC[:, c]
-                steps = [(y[x >= t].mean(), y[x >= t].sum() / y.sum()) for t in np.unique(x)[::-1]]
-                brute_ap = sum(p * (r - r0) for (p, r), (_, r0) in zip(steps, [(0, 0.0)] + steps[:-1]))
-                assert ap_SC[s, c] == pytest.approx(brute_ap)
-                pos, neg = x[y], x[~y]
-                brute_auc = ((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (len(pos) * len(neg))
-                assert cc.auroc(x, y) == pytest.approx(brute_auc)
+# ------------------------------------------------------------------ Purity@16 by hand
 
 
 def test_purity_at_16_by_hand():
@@ -83,15 +49,6 @@ def test_purity_at_16_by_hand():
     assert cc.purity_at(z_N, image_N, y_N, rng) is None
 
 
-def test_split_is_by_image_stratified_and_seeded():
-    label_B = np.repeat(np.arange(5), 7)
-    a, b = cc.split_images(label_B, 0), cc.split_images(label_B, 0)
-    np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(a, cc.split_images(label_B, 1))
-    for lab in range(5):
-        assert a[label_B == lab].sum() in (3, 4)
-
-
 # ------------------------------------------------------------------ planted concepts
 
 
@@ -99,15 +56,16 @@ def planted_toy(seed: int = 0):
     """40 images x 16 tokens, parts wing (1) and tail (2), factor engines in {jet, prop}; unit 3 of "sae" equals
     the wing indicator, unit 5 is 2 on one token of every jet image (0 elsewhere); the baselines are random."""
     rng = np.random.default_rng(seed)
+    g = torch.Generator().manual_seed(seed)  # seeded: the global torch generator differs per process
     B, G = 40, 16
     parts_T = rng.choice(3, size=B * G, p=[0.7, 0.2, 0.1])
     engines_B = np.where(np.arange(B) % 2 == 0, "jet", "prop")
     es = eval_set(B, G, parts_T=parts_T, factors_B={"engines": engines_B, "nose": np.full(B, "round")})
-    sae = torch.rand(B * G, 8) * 0.5
+    sae = torch.rand(B * G, 8, generator=g) * 0.5
     sae[:, 3] = torch.from_numpy(parts_T == 1).float()
     sae[:, 5] = 0.0
     sae[np.flatnonzero(engines_B[es.image_T] == "jet")[::G], 5] = 2.0  # one token of every jet image
-    codes = {name: torch.rand(B * G, 8) for name in cc.ENCODERS}
+    codes = {name: torch.rand(B * G, 8, generator=g) for name in cc.ENCODERS}
     codes["sae"] = sae
     return es, codes
 
@@ -138,7 +96,7 @@ def test_selection_never_sees_the_scoring_half():
     B, G = 32, 4
     parts_T = np.tile([1, 0, 0, 0], B)
     es = eval_set(B, G, parts_T=parts_T)
-    sel_T = cc.split_images(es.label_B, 0)[es.image_T]
+    sel_T = split_halves(es.label_B, 0)[es.image_T]
     z = torch.from_numpy(np.where(sel_T, parts_T == 1, parts_T == 0).astype(np.float32))
     fair = torch.from_numpy(((parts_T == 1) | (np.arange(B * G) % 8 == 1)).astype(np.float32))  # AP 1/2 on both halves
     codes = {name: torch.stack([z, fair], 1) for name in cc.ENCODERS}

@@ -29,6 +29,18 @@ def test_eval_writes_each_suite_and_skips_what_lacks_its_input(eval_run, tmp_pat
     assert "skipped" in json.loads((folder / "stability.json").read_text())
 
 
+def test_every_suite_runs_by_default_and_those_without_input_say_why(eval_run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(eval_run["run"], copy)
+    res = run("eval", "--run", copy, "--store", eval_run["heldout"], "--max-images", "60", "--device", "cpu")
+    assert res.code == 0, res.err
+    summary = json.loads((copy / "eval" / "summary.json").read_text())
+    assert list(summary["suites"]) == ["core", "fidelity", "probe", "concepts", "ood", "ontology", "stability"]
+    assert summary["suites"]["ood"] == "skipped" and summary["suites"]["stability"] == "skipped"  # no ood split, no --compare
+    assert summary["suites"]["core"] == summary["suites"]["concepts"] == "done"
+    assert "[ood] skipped: " in res.out and "ood_split" in res.out
+
+
 def test_without_a_held_out_store_a_run_that_kept_nothing_out_is_told_how_to_make_one(eval_run):
     res = run("eval", "--run", eval_run["run"], "--suite", "core", "--device", "cpu")
     assert res.code != 0 and len(res.err_lines) == 1

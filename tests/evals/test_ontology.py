@@ -1,4 +1,5 @@
-"""Ontology recovery: LCA heights, exact nodes and Spearman by hand, planted units, the real small run."""
+"""Ontology recovery: LCA heights and exact nodes by hand, the split's dropped classes, planted units, the real
+small run (Spearman and the split itself: test_scores.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 from visae.data.base import Hierarchy
 from visae.evals import ontology
 from visae.evals.data import EvalSet, Missing
+from visae.evals.scores import split_halves
 
 # a1 a2 -> A, b1 -> B (A, B -> X); c1 c2 -> C (-> Y); root above X, Y
 NAMES = ["a1", "a2", "b1", "c1", "c2"]
@@ -40,23 +42,15 @@ def test_exact_nodes_and_chance_by_hand():
     np.testing.assert_allclose(ontology.height_chance(1, anc()), [1.0, 0.0, 0.0, 0.0])
 
 
-def test_spearman_with_ties_by_hand():
-    np.testing.assert_allclose(ontology.rank_average(np.array([3.0, 1.0, 2.0, 2.0])), [4, 1, 2.5, 2.5])
-    assert ontology.spearman(np.array([1, 2, 2, 3.0]), np.array([1, 3, 2, 4.0])) == pytest.approx(4.5 / np.sqrt(22.5))
-    assert ontology.spearman(np.array([1, 2, 3.0]), np.array([3, 2, 1.0])) == pytest.approx(-1.0)
-    assert ontology.spearman(np.array([1, 1, 1.0]), np.array([1, 2, 3.0])) is None
-    stats = pytest.importorskip("scipy.stats")
-    x, y = np.random.default_rng(0).integers(0, 4, (2, 50)).astype(float)
-    assert ontology.spearman(x, y) == pytest.approx(stats.spearmanr(x, y)[0])
-
-
-def test_split_is_by_image_stratified_and_disjoint():
+def test_split_is_the_shared_one_without_dropped_classes():
     label_B = np.array([0] * 6 + [1] * 5 + [2] * 1 + [-1] * 3)
     keep = np.array([True, True, False])
     sel, score, y = ontology.split_images(label_B, keep, seed=3)
     assert not (sel & score).any() and (y[sel | score] >= 0).all() and (y[label_B == 2] == -1).all()
-    assert sel[label_B == 0].sum() == 3 and score[label_B == 0].sum() == 3
-    assert sel[label_B == 1].sum() == 3 and score[label_B == 1].sum() == 2
+    assert not (sel | score)[label_B == -1].any() and not (sel | score)[label_B == 2].any()
+    half = split_halves(label_B, 3)
+    assert (sel == half & (y >= 0)).all() and (score == ~half & (y >= 0)).all()
+    assert y[label_B == 1].tolist() == [1] * 5 and sorted([sel[label_B == 1].sum(), score[label_B == 1].sum()]) == [2, 3]
 
 
 def fake_ctx(codes_BS: dict[str, np.ndarray], per_class: int, names=NAMES, tree=TREE, options=None):

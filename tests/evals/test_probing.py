@@ -1,5 +1,5 @@
-"""Sparse probing (visae.evals.probing): AP and balanced accuracy by hand, the probe's class balance,
-the stratified split, planted concepts, factors, missing inputs, and the small real run."""
+"""Sparse probing (visae.evals.probing): balanced accuracy by hand, the probe's class balance, planted
+concepts, factors, missing inputs, and the small real run (AP and the split: test_scores.py)."""
 
 from __future__ import annotations
 
@@ -13,41 +13,6 @@ import torch
 from visae.evals import probing
 from visae.evals.context import BASELINES
 from visae.evals.data import EvalSet, Missing
-
-
-def _ap_reference(s, y):
-    """AP straight from the definition: a loop over distinct thresholds, high to low."""
-    s, y = np.asarray(s, float), np.asarray(y, int)
-    ap, prev_r = 0.0, 0.0
-    for th in sorted(set(s), reverse=True):
-        sel = s >= th
-        tp = (y[sel] == 1).sum()
-        r = tp / y.sum()
-        ap += (r - prev_r) * tp / sel.sum()
-        prev_r = r
-    return ap
-
-
-def test_average_precision_hand_values():
-    ap = probing.average_precision
-    assert ap(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(5 / 6)  # P = 1 at rank 1, 2/3 at rank 3
-    assert ap(np.array([1.0, 1.0, 0.0]), np.array([1, 0, 1])) == pytest.approx(7 / 12)  # tied pair: R .5 at P .5, then R 1 at P 2/3
-    assert ap(np.array([3.0, 2.0, 1.0]), np.array([0, 0, 1])) == pytest.approx(1 / 3)  # worst ranking
-    assert ap(np.array([3.0, 2.0, 1.0]), np.array([1, 1, 0])) == pytest.approx(1.0)
-    assert ap(np.zeros(8), np.array([1, 0, 0, 0, 1, 0, 0, 0])) == pytest.approx(0.25)  # all tied: the positive rate
-    assert ap(np.array([1.0, 2.0]), np.array([0, 0])) == 0.0  # no positives
-
-
-def test_ap_matrix_matches_the_definition_with_ties():
-    rng = np.random.default_rng(0)
-    for _ in range(30):
-        n = int(rng.integers(3, 40))
-        y = rng.integers(0, 2, (n, 3))
-        y[0] = 1
-        x = rng.integers(0, 4, (n, 5)).astype(float)  # many ties
-        got = probing.ap_matrix(x, y)
-        want = [[_ap_reference(x[:, j], y[:, c]) for j in range(5)] for c in range(3)]
-        assert got == pytest.approx(np.array(want), abs=1e-12)
 
 
 def test_balanced_accuracy_hand_value():
@@ -64,16 +29,6 @@ def test_logistic_probe_is_class_balanced_and_separates():
     u = np.r_[np.linspace(1, 2, 5), np.linspace(-2, 0.5, 45)][:, None]
     w, b = probing.fit_logistic(u, y, probing.L2)
     assert ((u[:, 0] * w[0] + b > 0) == (y == 1)).all()
-
-
-def test_split_is_seeded_stratified_and_covers_every_image():
-    label = np.repeat(np.arange(5), [7, 8, 4, 1, 10])
-    sel = probing.split_halves(label, 3)
-    assert (sel == probing.split_halves(label, 3)).all() and not (sel == probing.split_halves(label, 4)).all()
-    for c in range(5):
-        n, k = (label == c).sum(), sel[label == c].sum()
-        assert abs(k - (n - k)) <= 1
-    assert abs(sel.sum() - (~sel).sum()) <= 1
 
 
 def _eval_set(label, tokens=3, factors=None, class_names=None):

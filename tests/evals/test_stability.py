@@ -12,6 +12,7 @@ import torch
 
 from visae.evals import stability as st
 from visae.evals.data import EvalSet, Missing
+from visae.evals.scores import split_halves
 from visae.data.base import Hierarchy
 
 
@@ -79,7 +80,7 @@ def _fake(es, codes, layer="l1", d_sae=8, options=None):
 
 def test_correlation_finds_planted_counterparts():
     a_TS, b_TS, r_TS = _planted()
-    sel_N = st.split_images(np.arange(40) % 4, 0)[np.repeat(np.arange(40), 4)]
+    sel_N = split_halves(np.arange(40) % 4, 0)[np.repeat(np.arange(40), 4)]
     res, rho_A = st.correlate(a_TS, b_TS, sel_N, 0.5)
     assert res["a_to_b"]["share"] == 1.0 and rho_A.min() > 0.99
     assert res["b_to_a"]["n"] == 8 and res["b_to_a"]["of"] == 12

@@ -7,9 +7,9 @@ Concepts ``c`` (docs/metrics.md, "Concept recovery"):
 - a value ``v`` of a generating factor ``f`` (factors with >= 2 values): image level, image ``b`` is positive
   iff ``factors_B[f][b] == v``, its score under unit ``s`` is ``max_{t in b} z_ts`` (``per_image_max``).
 
-The held-out images are split 50/50 by image (seeded, stratified by class label) into a selection half ``A``
-and a scoring half ``B``; a concept is kept when each half holds >= ``min_positives`` (4) positives and
-negatives. For each concept and each encoder (the SAE and every baseline, the same code path):
+The held-out images are split 50/50 by image (seeded, stratified by class label: ``scores.split_halves``) into
+a selection half ``A`` and a scoring half ``B``; a concept is kept when each half holds >= ``min_positives`` (4)
+positives and negatives. For each concept and each encoder (the SAE and every baseline, the same code path):
 
     s*(c)   = argmax_s AP_A(z_s, y_c)                       (first unit on ties)
     AP(c)   = AP_B(z_s*, y_c),   AUROC(c) = AUROC_B(z_s*, y_c)
@@ -18,6 +18,8 @@ negatives. For each concept and each encoder (the SAE and every baseline, the sa
                                                  (precision P_n and recall R_n of z >= z_(n); ties form one step)
     AUROC(z, y) = (sum_{i: y_i = 1} rank_i - P (P + 1) / 2) / (P N)   (ranks ascending, ties averaged: Mann-Whitney U)
     chance(c)   = P / (P + N) on B                        (the AP of a constant score)
+
+(AP, AUROC and the split: ``visae.evals.scores``.)
 
 Per encoder: ``map`` = mean_c AP(c), ``mean_auroc`` = mean_c AUROC(c), ``coverage@0.3`` = share of concepts with
 AP(c) >= 0.3, and ``purity@16`` = mean over part concepts of Purity@16(c): the 16 highest-activating tokens of
@@ -34,11 +36,10 @@ import numpy as np
 
 from visae.evals.context import BASELINES
 from visae.evals.data import EvalSet, Missing
+from visae.evals.scores import ap, auroc, average_precision, split_halves
 
 ENCODERS = ("sae", *BASELINES)
 NAMES = {"sae": "SAE", "random_sae": "random SAE", "raw": "raw", "pca": "PCA", "kmeans": "k-means"}
-CHUNK_ELEMS = 1 << 24
-"""Elements (tokens x units) sorted at once when choosing units."""
 
 
 @dataclass
@@ -52,57 +53,7 @@ class Concept:
     """Positive tokens (patch) or images (image), bool."""
 
 
-# ---------------------------------------------------------------- ranking measures (numpy, float64)
-
-
-def average_precision(x_NS: np.ndarray, y_NC: np.ndarray) -> np.ndarray:
-    """``ap_SC``: the AP of every unit (column of ``x_NS``) for every concept (bool column of ``y_NC``), tied
-    scores forming one threshold step (sklearn's ``average_precision_score``); NaN without positives."""
-    x_NS, y_NC = np.asarray(x_NS), np.asarray(y_NC, dtype=bool)
-    N, S = x_NS.shape
-    P_C = y_NC.sum(0).astype(np.float64)
-    out_SC = np.empty((S, y_NC.shape[1]), dtype=np.float64)
-    step = max(1, CHUNK_ELEMS // max(N, 1))
-    for a in range(0, S, step):
-        x = x_NS[:, a : a + step]
-        order = np.argsort(-x, axis=0, kind="stable")
-        xs = np.take_along_axis(x, order, 0)
-        last = np.ones_like(xs, dtype=bool)
-        last[:-1] = xs[:-1] != xs[1:]  # the last token of each tie group
-        rows = np.arange(N)[:, None]
-        end = np.minimum.accumulate(np.where(last, rows, N)[::-1], axis=0)[::-1]  # end of each token's tie group
-        for c in range(y_NC.shape[1]):
-            ys = y_NC[:, c][order]
-            tp = np.cumsum(ys, axis=0, dtype=np.float64)
-            prec_end = np.take_along_axis(tp, end, 0) / (end + 1)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                out_SC[a : a + step, c] = (ys * prec_end).sum(0) / P_C[c]
-    return out_SC
-
-
-def ap(x_N: np.ndarray, y_N: np.ndarray) -> float:
-    return float(average_precision(np.asarray(x_N)[:, None], np.asarray(y_N)[:, None])[0, 0])
-
-
-def ranks(x_N: np.ndarray) -> np.ndarray:
-    """1-based ranks of ``x_N`` (ascending), ties given their average rank."""
-    order = np.argsort(x_N, kind="stable")
-    xs = x_N[order]
-    start = np.r_[True, xs[1:] != xs[:-1]]
-    first = np.flatnonzero(start)
-    counts = np.diff(np.r_[first, len(x_N)])
-    r = np.empty(len(x_N), dtype=np.float64)
-    r[order] = (first + (counts + 1) / 2)[np.cumsum(start) - 1]
-    return r
-
-
-def auroc(x_N: np.ndarray, y_N: np.ndarray) -> float | None:
-    """P(score of a positive > score of a negative) + 0.5 P(tie): the Mann-Whitney U over P N."""
-    y_N = np.asarray(y_N, dtype=bool)
-    P, N = int(y_N.sum()), int((~y_N).sum())
-    if not P or not N:
-        return None
-    return float((ranks(np.asarray(x_N))[y_N].sum() - P * (P + 1) / 2) / (P * N))
+# ---------------------------------------------------------------- Purity@16
 
 
 def purity_at(z_N: np.ndarray, image_N: np.ndarray, y_N: np.ndarray, rng: np.random.Generator, k: int = 16,
@@ -124,7 +75,7 @@ def purity_at(z_N: np.ndarray, image_N: np.ndarray, y_N: np.ndarray, rng: np.ran
     return float(np.asarray(y_N, dtype=bool)[top].mean())
 
 
-# ---------------------------------------------------------------- concepts and the split
+# ---------------------------------------------------------------- concepts
 
 
 def find_concepts(es: EvalSet) -> list[Concept]:
@@ -143,17 +94,6 @@ def find_concepts(es: EvalSet) -> list[Concept]:
     return out
 
 
-def split_images(label_B: np.ndarray, seed: int) -> np.ndarray:
-    """``sel_B``: True for the selection half, half of each class (the odd image at random), seeded."""
-    rng = np.random.default_rng(seed)
-    sel_B = np.zeros(len(label_B), dtype=bool)
-    for lab in np.unique(label_B):
-        rows = rng.permutation(np.flatnonzero(label_B == lab))
-        n = len(rows) // 2 + int(len(rows) % 2 and rng.random() < 0.5)
-        sel_B[rows[:n]] = True
-    return sel_B
-
-
 # ---------------------------------------------------------------- evaluation
 
 
@@ -166,7 +106,7 @@ def evaluate(ctx: Any) -> dict[str, Any]:
     if not concepts:
         raise Missing(f"no part masks or factor labels in {es.dataset} ({es.split} split)",
                       "evaluate on a dataset with part masks or generating factors (e.g. synth-aircraft:DIR)")  # fmt: skip
-    sel_B = split_images(es.label_B, ctx.seed)
+    sel_B = split_halves(es.label_B, ctx.seed)
     sel_T = sel_B[es.image_T]
     kept, excluded = [], []
     for c in concepts:
@@ -228,7 +168,7 @@ def score_encoder(es: EvalSet, codes_TS: Any, concepts: list[Concept], sel_B: np
 
             z = es.per_image_max(torch.from_numpy(z_TS)).numpy()
         y_NC = np.stack([concepts[i].y for i in idx], 1)
-        units = np.nanargmax(np.nan_to_num(average_precision(z[sel], y_NC[sel]), nan=-1.0), axis=0)
+        units = np.argmax(np.nan_to_num(average_precision(z[sel], y_NC[sel]), nan=-1.0), axis=1)
         score = ~sel
         for i, u in zip(idx, units):
             y, zu = concepts[i].y[score], z[score, u]

@@ -23,7 +23,7 @@ class EvalConfig(Config):
     store: Path | None = None
     """A held-out store: another split extracted with the same model and layer (default: the images the
     trainer kept out of the run's training store)."""
-    suite: list[Suite] = ["all"]
+    suite: list[Suite] = Field(["all"], validate_default=True)
     """Metric families: core (reconstruction), fidelity, probe, concepts, ood, ontology, stability, or all; repeat for several."""
     compare: Path | None = None
     """A second SAE run for the stability suite (another seed on the same store, or another backbone/layer over the same images)."""

@@ -116,7 +116,10 @@ def open_context(run: str | Path, store: str | Path | None = None, *, max_images
     if store is None and train_store is None:
         raise VisaeError(f"the run's training store {info.store} cannot be found", "pass --store HELD_OUT (a store of held-out images)")
     target = Store(store) if store is not None else train_store
-    sae = open_sae(info.sae_dir)
+    from visae.device import resolve_device
+
+    device = str(resolve_device(device))
+    sae = open_sae(info.sae_dir).to(device)
     if int(target.d) != int(sae.d_in):
         raise VisaeError(f"the SAE takes {sae.d_in}-d activations but {target.path} holds {target.d}-d tokens",
                          "pass a store extracted with the run's model and layer")  # fmt: skip

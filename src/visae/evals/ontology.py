@@ -3,8 +3,9 @@
 After arXiv 2508.11277. The tree is the dataset's hierarchy (levels leaf first, e.g. variant -> family ->
 manufacturer, an implicit root above the last level) or a JSON ``{"levels", "parents"}`` passed as option
 ``hierarchy``. Image features are per-image maxima ``a_bs = max_{t in b} z_ts`` of each encoder's codes.
-The labelled images of classes with >= 2 images are split 50/50 by image, per class (seeded): selection
-half ``A``, scoring half ``B``. ``n`` = classes used, ``m_cs^A`` = mean of ``a_bs`` over class-c images of A.
+The held-out images are split 50/50 by image, stratified by label (seeded: ``scores.split_halves``); its
+labelled images of classes with >= 2 images form the selection half ``A`` and the scoring half ``B``.
+``n`` = classes used, ``m_cs^A`` = mean of ``a_bs`` over class-c images of A.
 
 Selective set of unit s (selection half only)::
 
@@ -18,8 +19,8 @@ heights[h]          = share of selective units with height(C_s) = h
                        over the nodes v at level h, k = |C_s|)
 exact_nodes[level]  = share of the nodes at that level with some s: C_s = leaves(v) (the node's classes used)
 spearman            = Spearman rho over class pairs c < c' of cos-distance(m_c^B, m_c'^B) and height({c, c'}),
-                      ranks with ties averaged; permutation baseline: the same with the tree's leaves
-                      permuted over the classes (mean and sd over N_PERM seeded permutations)
+                      ranks with ties averaged (``scores.spearman``); permutation baseline: the same with the
+                      tree's leaves permuted over the classes (mean and sd over N_PERM seeded permutations)
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import torch
 from visae.errors import VisaeError
 from visae.evals.context import BASELINES
 from visae.evals.data import Missing
+from visae.evals.scores import spearman, split_halves
 
 REL = 0.5
 """A class belongs to C_s when its mean reaches this share of the unit's largest class mean."""
@@ -109,17 +111,13 @@ def tree_of_classes(tree: Any, class_names: list[str], label_B: np.ndarray) -> t
 
 
 def split_images(label_B: np.ndarray, keep_C: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(selection mask, scoring mask, class index 0..n-1 of each image or -1): per kept class, its images
-    shuffled (seeded), the first ceil(k/2) to selection and the rest to scoring."""
-    rng = np.random.default_rng(seed)
+    """(selection mask, scoring mask, class index 0..n-1 of each image or -1): the shared split
+    (``scores.split_halves`` of all the labels) with the images of unkept classes and unlabelled ones left out."""
     remap_C = np.cumsum(keep_C) - 1
     lab_B = label_B.clip(0, len(keep_C) - 1)
     y_B = np.where((label_B >= 0) & (label_B < len(keep_C)) & keep_C[lab_B], remap_C[lab_B], -1)
-    sel_B = np.zeros(len(label_B), bool)
-    for c in range(int(keep_C.sum())):
-        rows = rng.permutation(np.flatnonzero(y_B == c))
-        sel_B[rows[: math.ceil(len(rows) / 2)]] = True
-    return sel_B, (y_B >= 0) & ~sel_B, y_B
+    half_B = split_halves(label_B, seed)
+    return half_B & (y_B >= 0), ~half_B & (y_B >= 0), y_B
 
 
 def class_means(a_BS: np.ndarray, y_B: np.ndarray, mask_B: np.ndarray, n: int) -> np.ndarray:
@@ -182,21 +180,6 @@ def cosine_distance(m_CS: np.ndarray) -> np.ndarray:
     norm_C = np.linalg.norm(m_CS, axis=1)
     unit_CS = m_CS / np.where(norm_C > 0, norm_C, 1.0)[:, None]
     return 1.0 - unit_CS @ unit_CS.T
-
-
-def rank_average(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..N, tied values sharing the mean of their ranks."""
-    _, inv, counts = np.unique(x, return_inverse=True, return_counts=True)
-    last = np.cumsum(counts)
-    return (last - (counts - 1) / 2.0)[inv.reshape(-1)]
-
-
-def spearman(x: np.ndarray, y: np.ndarray) -> float | None:
-    """Spearman's rho (Pearson on tie-averaged ranks); None when either side is constant."""
-    rx, ry = rank_average(np.asarray(x, np.float64)), rank_average(np.asarray(y, np.float64))
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    den = math.sqrt(float(rx @ rx) * float(ry @ ry))
-    return float(rx @ ry / den) if den > 0 else None
 
 
 def score_encoder(a_BS: np.ndarray, y_B: np.ndarray, sel_B: np.ndarray, score_B: np.ndarray, n: int, anc_LC: np.ndarray,

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from visae.errors import VisaeError
+from visae.evals import scores
 from visae.evals.context import BASELINES
 from visae.evals.data import Missing
 
@@ -67,24 +68,10 @@ DEFINITIONS = {
 # --- metrics ---------------------------------------------------------------------------------------
 
 
-def average_ranks(a_N: np.ndarray) -> np.ndarray:
-    """1-based ranks of ``a_N``, ties given their average rank."""
-    a_N = np.asarray(a_N, dtype=np.float64)
-    order = np.argsort(a_N, kind="mergesort")
-    s = a_N[order]
-    new = np.r_[True, s[1:] != s[:-1]]
-    starts = np.flatnonzero(new)
-    ends = np.r_[starts[1:], len(s)]
-    out = np.empty(len(a_N))
-    out[order] = ((starts + ends + 1) / 2.0)[np.cumsum(new) - 1]
-    return out
-
-
-def auroc(id_N: np.ndarray, ood_M: np.ndarray) -> float:
-    """P(s_ood > s_id) + ½ P(s_ood = s_id), OOD the positive class."""
-    n, m = len(id_N), len(ood_M)
-    r = average_ranks(np.concatenate([np.asarray(id_N, float), np.asarray(ood_M, float)]))
-    return float((r[n:].sum() - m * (m + 1) / 2.0) / (n * m))
+def auroc(id_N: np.ndarray, ood_M: np.ndarray) -> float | None:
+    """P(s_ood > s_id) + ½ P(s_ood = s_id), OOD the positive class (``scores.auroc``)."""
+    s_N = np.concatenate([np.asarray(id_N, float), np.asarray(ood_M, float)])
+    return scores.auroc(s_N, np.arange(len(s_N)) >= len(id_N))
 
 
 def fpr_at_95(id_N: np.ndarray, ood_M: np.ndarray) -> float:
@@ -122,14 +109,9 @@ def kl_score(z_BS: np.ndarray, q_BS: np.ndarray) -> np.ndarray:
 
 
 def spearman_score(z_BS: np.ndarray, q_BS: np.ndarray) -> np.ndarray:
-    """1 − ρ_Spearman per row (ρ = 0 where a row is constant)."""
-    out = np.empty(len(z_BS))
-    for b in range(len(z_BS)):
-        ra, rb = average_ranks(z_BS[b]), average_ranks(q_BS[b])
-        ra, rb = ra - ra.mean(), rb - rb.mean()
-        den = np.sqrt((ra**2).sum() * (rb**2).sum())
-        out[b] = 1.0 - ((ra * rb).sum() / den if den > 0 else 0.0)
-    return out
+    """1 − ρ_Spearman per row (``scores.spearman``; ρ = 0 where a row is constant)."""
+    rho_B = [scores.spearman(z_S, q_S) for z_S, q_S in zip(z_BS, q_BS)]
+    return np.array([1.0 - (0.0 if r is None else r) for r in rho_B], dtype=np.float64)
 
 
 def knn_score(bank_NS: np.ndarray, z_BS: np.ndarray, k: int = K_NN) -> np.ndarray:
@@ -304,8 +286,8 @@ def evaluate(ctx: Any) -> dict[str, Any]:
             "definitions": dict(DEFINITIONS), "notes": notes}  # fmt: skip
 
 
-def _num(x: float) -> float | None:
-    return float(x) if np.isfinite(x) else None
+def _num(x: float | None) -> float | None:
+    return float(x) if x is not None and np.isfinite(x) else None
 
 
 # --- presentation ----------------------------------------------------------------------------------

@@ -4,12 +4,12 @@ A concept c is a binary task over held-out images: a class (one-vs-rest over the
 value of a generating factor (one-vs-rest over the images whose factor is recorded). An image's feature
 for unit s is its largest activation over the image's tokens, ``x_bs = max_{t in b} z_ts``.
 
-The images are split once (seeded, by image, stratified by class label) into a selection half Σ and a
-scoring half Ω; every choice (best unit, top-k units, probe weights, standardisation) is made on Σ and
-every reported number is measured on Ω. Concepts with fewer than ``MIN_POS`` positives or negatives in
+The images are split once (seeded, by image, stratified by class label: ``scores.split_halves``) into a
+selection half Σ and a scoring half Ω; every choice (best unit, top-k units, probe weights, standardisation)
+is made on Σ and every reported number is measured on Ω. Concepts with fewer than ``MIN_POS`` positives or negatives in
 either half are skipped.
 
-Average precision (step-wise, ties grouped), scores sorted descending, thresholds at distinct values::
+Average precision (``scores.average_precision``: step-wise, ties grouped), thresholds at distinct values::
 
     AP(x, y) = Σ_n (R_n − R_{n−1}) · P_n,   P_n = TP_n / (TP_n + FP_n),  R_n = TP_n / N_pos
 
@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from visae.evals.data import Missing
+from visae.evals.scores import ap, average_precision, split_halves
 
 KS = (1, 2, 5, 16)
 """Top-k probe sizes."""
@@ -41,8 +42,6 @@ MIN_POS = 4
 """Fewest positives (and negatives) a concept needs in each half."""
 L2 = 1e-3
 """λ of the logistic probes (on standardised features, class-balanced mean loss)."""
-CHUNK = 4096
-"""Units whose AP is computed at once."""
 UNKNOWN = ("", "None", "nan")
 """Factor values that mean 'not recorded'."""
 
@@ -74,15 +73,6 @@ def evaluate(ctx: Any) -> dict[str, Any]:
             "ks": list(ks), "l2": L2, "min_positives": min_pos, "skipped": skipped, "accuracy": "balanced accuracy (TPR + TNR) / 2 on the scoring half",
             "encoders": encoders, "concepts": concepts, "mean": _means(concepts, encoders, ks),
             "chance": _chance(concepts)}  # fmt: skip
-
-
-def split_halves(label_B: np.ndarray, seed: int) -> np.ndarray:
-    """``sel_B``: True for the selection half, alternating within each label (random order within it)."""
-    perm = np.random.default_rng(seed).permutation(len(label_B))
-    order = perm[np.argsort(label_B[perm], kind="stable")]
-    sel_B = np.zeros(len(label_B), dtype=bool)
-    sel_B[order[::2]] = True
-    return sel_B
 
 
 def _concepts(es: Any, sel_B: np.ndarray, min_pos: int) -> tuple[list[dict[str, Any]], dict[str, int]]:
@@ -130,7 +120,7 @@ def _score_encoder(x_BS: np.ndarray, y_CB: np.ndarray, known_CB: np.ndarray, sel
         groups.setdefault(known_B.tobytes(), []).append(c)
     for idx in groups.values():
         a = known_CB[idx[0]] & sel_B
-        ap_CS[idx] = ap_matrix(x_BS[a], y_CB[idx][:, a].T)
+        ap_CS[idx] = average_precision(x_BS[a], y_CB[idx][:, a].T)
     pos_CB = y_CB * (known_CB & sel_B)
     neg_CB = (1 - y_CB) * (known_CB & sel_B)
     d_CS = (pos_CB / pos_CB.sum(1, keepdims=True).clip(1) - neg_CB / neg_CB.sum(1, keepdims=True).clip(1)) @ u_BS.astype(np.float64)
@@ -138,7 +128,7 @@ def _score_encoder(x_BS: np.ndarray, y_CB: np.ndarray, known_CB: np.ndarray, sel
     for y_B, known_B, ap_S, d_S in zip(y_CB, known_CB, ap_CS, d_CS):
         a, b = known_B & sel_B, known_B & ~sel_B
         best = int(np.argmax(ap_S))
-        res: dict[str, Any] = {"best_latent": best, "ap_selection": float(ap_S[best]), "ap": average_precision(x_BS[b, best], y_B[b])}
+        res: dict[str, Any] = {"best_latent": best, "ap_selection": float(ap_S[best]), "ap": ap(x_BS[b, best], y_B[b])}
         res["probe1d_acc"] = _probe(u_BS[:, [best]], y_B, a, b)["acc"]
         order_S = np.argsort(-d_S, kind="stable")
         res["topk"] = {str(k): _probe(u_BS[:, order_S[:k]], y_B, a, b) for k in ks}
@@ -150,43 +140,7 @@ def _probe(u_BK: np.ndarray, y_B: np.ndarray, a: np.ndarray, b: np.ndarray) -> d
     """A balanced logistic probe fitted on images ``a``, scored on images ``b``: {acc, ap}."""
     w_K, bias = fit_logistic(u_BK[a], y_B[a], L2)
     s_B = u_BK[b] @ w_K + bias
-    return {"acc": balanced_accuracy(s_B > 0, y_B[b] == 1), "ap": average_precision(s_B, y_B[b])}
-
-
-def average_precision(s_N: np.ndarray, y_N: np.ndarray) -> float:
-    """AP of scores ``s_N`` for binary labels ``y_N`` (step-wise, tied scores one threshold)."""
-    return float(ap_matrix(np.asarray(s_N, np.float64)[:, None], np.asarray(y_N)[:, None])[0, 0])
-
-
-def ap_matrix(x_NS: np.ndarray, y_NC: np.ndarray) -> np.ndarray:
-    """``ap_CS``: AP of each column of ``x_NS`` as the score for each label column of ``y_NC`` (0 without positives).
-
-    Per unit, ``AP = (1/N_pos) Σ_{i positive} TP(x ≥ x_i) / #(x ≥ x_i)``: each positive contributes the precision
-    at the threshold of its own score, ties included; the counts come from one sort of all images per unit and one
-    sort of the positives per concept."""
-    y_NC = np.asarray(y_NC) > 0
-    n = len(y_NC)
-    out = np.zeros((y_NC.shape[1], x_NS.shape[1]))
-    for a in range(0, x_NS.shape[1], CHUNK):  # units as rows: sorts run along memory
-        x_sN = np.ascontiguousarray(x_NS[:, a : a + CHUNK].T)
-        order = np.argsort(-x_sN, axis=1, kind="stable")
-        ge_sN = np.empty(x_sN.shape, dtype=np.float64)  # images scoring at least each image's score
-        np.put_along_axis(ge_sN, order, _run_end(np.take_along_axis(x_sN, order, 1)) + 1.0, 1)
-        for c in np.flatnonzero(y_NC.any(0)) if n else ():
-            p = np.flatnonzero(y_NC[:, c])
-            order_p = np.argsort(-x_sN[:, p], axis=1, kind="stable")
-            tp = _run_end(np.take_along_axis(x_sN[:, p], order_p, 1)) + 1.0  # positives scoring at least it
-            out[c, a : a + CHUNK] = (tp / np.take_along_axis(ge_sN[:, p], order_p, 1)).mean(1)
-    return out
-
-
-def _run_end(xs_sN: np.ndarray) -> np.ndarray:
-    """Per row sorted descending: the position of the last element of each element's run of tied values."""
-    n = xs_sN.shape[1]
-    last = np.ones(xs_sN.shape, dtype=bool)
-    last[:, :-1] = xs_sN[:, 1:] != xs_sN[:, :-1]
-    end = np.where(last, np.arange(n), n)
-    return np.minimum.accumulate(end[:, ::-1], axis=1)[:, ::-1]
+    return {"acc": balanced_accuracy(s_B > 0, y_B[b] == 1), "ap": ap(s_B, y_B[b])}
 
 
 def balanced_accuracy(pred_N: np.ndarray, true_N: np.ndarray) -> float:
@@ -277,8 +231,8 @@ def headline(result: dict[str, Any]) -> dict[str, str]:
                 out[f"probing, {key}"] = f"{kind}: all {result['skipped'][kind]} concepts skipped (under {result['min_positives']} positive images in a half)"
             continue
         m, ch = result["mean"][kind], result["chance"][kind]
-        ap = ", ".join(f"{e} {m[e]['ap']:.2f}" for e in encs[1:])
+        aps = ", ".join(f"{e} {m[e]['ap']:.2f}" for e in encs[1:])
         acc = ", ".join(f"{e} {m[e]['topk'][k]['acc']:.2f}" for e in encs[1:])
-        out[f"probing, {key}"] = (f"{kind} ({m['concepts']} concepts): best single latent AP {m[encs[0]]['ap']:.2f} ({ap}; chance {ch['ap']:.2f}); "
+        out[f"probing, {key}"] = (f"{kind} ({m['concepts']} concepts): best single latent AP {m[encs[0]]['ap']:.2f} ({aps}; chance {ch['ap']:.2f}); "
                                  f"top-{k} probe balanced acc {m[encs[0]]['topk'][k]['acc']:.2f} ({acc}; chance 0.50)")  # fmt: skip
     return out

@@ -12,7 +12,7 @@ of that seed is the SAE's own starting point, not an independent one.)
 
 Activation correlation (any two SAEs). Samples n are the held-out tokens when both token sets are identical
 (same images, grid and cells), else the images with each unit's per-image max. The images are split 50/50
-(seeded, stratified by label) into a selection half Σ and a scoring half Ω:
+(seeded, stratified by label: ``scores.split_halves``) into a selection half Σ and a scoring half Ω:
     j*(i) = argmax_j r_Σ(a_i, b_j)          (counterpart chosen on Σ)
     ρ_i   = r_Ω(a_i, b_{j*(i)})             (scored on Ω; Pearson r, 0 when a unit is constant)
     a_to_b.share = #{i : ρ_i ≥ τ} / S_A     (τ = options["threshold"], 0.5);  b_to_a symmetric
@@ -37,6 +37,7 @@ import torch
 from visae.analysis.baselines import RANDOM_INIT_SEED
 
 from visae.evals.data import EvalSet, Missing
+from visae.evals.scores import split_halves
 
 THRESHOLD = 0.5
 """Default ρ a latent needs for a counterpart."""
@@ -152,16 +153,6 @@ def decoder_section(ctx: Any, other: Any) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- activation correlation
-
-
-def split_images(label_B: np.ndarray, seed: int) -> np.ndarray:
-    """``sel_B``: True for the selection half, half of each label (the odd image at random), seeded."""
-    rng = np.random.default_rng(seed)
-    sel_B = np.zeros(len(label_B), dtype=bool)
-    for lab in np.unique(label_B):
-        rows = rng.permutation(np.flatnonzero(label_B == lab))
-        sel_B[rows[: len(rows) // 2 + int(len(rows) % 2 and rng.random() < 0.5)]] = True
-    return sel_B
 
 
 def _moments(x_NS: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -318,7 +309,7 @@ def evaluate(ctx: Any) -> dict[str, Any]:
     where = (lambda c: (str(c.run.backbone), str(c.run.layer), int(c.sae.d_in)))  # noqa: E731
     same_layer = where(ctx) == where(other)
     unit, view, image_N = sample_view(a, b)
-    sel_B = split_images(a.label_B, ctx.seed)
+    sel_B = split_halves(a.label_B, ctx.seed)
     if min(sel_B.sum(), (~sel_B).sum()) < 2:
         raise Missing(f"only {a.n_images} held-out images: too few to split into selection and scoring halves",
                       "evaluate on a held-out store of at least 4 images")  # fmt: skip
