@@ -15,6 +15,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "steer_eval": ("visae.api", "steer_eval"),
     "eval": ("visae.api", "eval"),
     "eval_frontier": ("visae.api", "eval_frontier"),
+    "serve": ("visae.api", "serve"),
     # interventions: the splice, edits, a run opened for them
     "Splice": ("visae.steering.splice", "Splice"),
     "Edit": ("visae.steering.edit", "Edit"),
@@ -39,6 +40,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "SteerEvalConfig": ("visae.steering.config", "SteerEvalConfig"),
     "EvalConfig": ("visae.evals.config", "EvalConfig"),
     "FrontierConfig": ("visae.evals.config", "FrontierConfig"),
+    "ServeConfig": ("visae.web.config", "ServeConfig"),
 }
 __all__ = sorted(_LAZY)
 

@@ -110,6 +110,16 @@ def eval_frontier(cfg: Any = None, *, config: str | Path | None = None, **flags:
     return run(_config(FrontierConfig, cfg, config, _listed(flags, "run")))
 
 
+def serve(cfg: Any = None, *, config: str | Path | None = None, **flags: Any) -> None:
+    """``visae serve``: the viewer's web server, until interrupted (``visae.web.app.create_app`` gives the app itself)."""
+    from visae.web.config import ServeConfig
+    from visae.web.serve import serve as run
+
+    if "run" in flags:  # the flag is --run, the field runs
+        flags["runs"] = flags.pop("run")
+    run(_config(ServeConfig, cfg, config, _listed(flags, "runs")))
+
+
 def _listed(flags: dict[str, Any], *names: str) -> dict[str, Any]:
     """A single value given for a repeatable flag becomes a one-item list (``image="train/000001"``)."""
     return {k: ([v] if k in names and isinstance(v, (str, int, Path)) else v) for k, v in flags.items()}

@@ -34,6 +34,10 @@ class DemoConfig(Config):
     """Delete a previous demo in --out and start over instead of reusing its finished steps."""
     seed: int = Field(0, ge=0)
     """Seed of every step."""
+    serve: bool = False
+    """After the demo, open the web viewer on its run (http://127.0.0.1:PORT/, until Ctrl-C; needs the web extra)."""
+    port: int = Field(8000, ge=1, le=65535)
+    """With --serve: the viewer's port."""
 
 
 class Sizes(Config):
@@ -61,9 +65,18 @@ QUICK = Sizes(n_train=6_000, n_val=400, n_ood=200, epochs=8, sae_tokens=400_000,
 
 def demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run (or finish) every step of the demo; return the summary it prints. ``out`` is locked
-    throughout (one demo at a time), and each step locks its own folder."""
+    throughout (one demo at a time), and each step locks its own folder. With ``serve``, the CLI then
+    opens the viewer on the demo's run (``serve_demo``)."""
     with locked(cfg.out):
         return _demo(cfg)
+
+
+def serve_demo(cfg: DemoConfig) -> None:
+    """The web viewer on the demo's SAE run, until interrupted."""
+    from visae.web.config import ServeConfig
+    from visae.web.serve import serve
+
+    serve(ServeConfig(runs=[Path(cfg.out) / "sae"], port=cfg.port))
 
 
 def _demo(cfg: DemoConfig) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from visae.cli import train as _train  # noqa: F401,E402
 from visae.cli import analyze as _analyze  # noqa: F401,E402
 from visae.cli import steer as _steer  # noqa: F401,E402
 from visae.cli import evaluate as _evaluate  # noqa: F401,E402
+from visae.cli import serve as _serve  # noqa: F401,E402
 from visae.cli import demo as _demo  # noqa: F401,E402
 
 
