@@ -61,3 +61,12 @@ def test_a_missing_web_extra_is_one_line(tmp_path, monkeypatch):
 def test_bad_flags_are_refused(tmp_path, args, words):
     res = run("serve", *(["--run", tmp_path] if args else []), *args)
     assert res.code != 0 and words in res.err
+
+
+def test_demo_serve_opens_the_viewer_on_the_demo_run(tmp_path, monkeypatch):
+    from visae import reference_study
+
+    seen = {}
+    monkeypatch.setattr(serve_mod, "serve", lambda cfg: seen.update(runs=cfg.runs, port=cfg.port, host=cfg.host))
+    reference_study.serve_demo(reference_study.DemoConfig(out=tmp_path, serve=True, port=8125))
+    assert seen == {"runs": [tmp_path / "sae"], "port": 8125, "host": "127.0.0.1"}
