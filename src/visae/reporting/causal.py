@@ -120,9 +120,11 @@ def _truth(folder: Path) -> str:
     rows = [[str(t["latent"]), esc(t["part"]), esc(", ".join(t["factors"])), str(t["lift_images"]), f"{t['lift']:.2f}" if t["lift"] else "–",
              f"{t['random_direction']['lift']:.2f}" if t["random_direction"].get("lift") else "–",
              f"{t['random_latent']['lift']:.2f}" if t["random_latent"].get("lift") else "–",
-             _pct(t["directed_share"]), _pct(t["chance_share"])]
+             _pct(t["directed_share"]), _pct(t["chance_share"]), "yes" if t.get("powered") else "no (too few images)"]
             for t in tr["latents"]]  # fmt: skip
-    head = ["latent", "part", "its factors", "images", "lift", "lift, random dir.", "lift, random latents", "directed share", "chance share"]
+    head = ["latent", "part", "its factors", "images", "lift", "lift, random dir.", "lift, random latents", "directed share",
+            "chance share", "in the headline"]  # fmt: skip
     return ("<h3>Ground truth: does suppressing a part's latent favour classes that differ in that part?</h3>"
             "<p class='note'>lift = probability gained per class that differs in the part's factors over per class that "
-            "agrees; 1 = no preference.</p>" + _table(head, rows))
+            "agrees; 1 = no preference. 'images' counts the images with classes on both sides of the part; with fewer than "
+            f"{tr.get('min_lift_images', 16)} the lift has no power and is left out of the headline.</p>" + _table(head, rows))
