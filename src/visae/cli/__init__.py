@@ -52,6 +52,18 @@ def main(argv: list[str] | None = None) -> None:
         sys.stdout.flush()
         print(f"error: {explain(e)}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        _leave_job()
+
+
+def _leave_job() -> None:
+    """Leave a torchrun job's process group at the end of a command (only if the command joined one)."""
+    dist = sys.modules.get("visae.distributed")
+    if dist is not None:
+        try:
+            dist.shutdown()
+        except Exception:  # noqa: BLE001  (a broken group at exit must not hide the command's own result)
+            pass
 
 
 def _unsuppress(e: BaseException | None) -> None:

@@ -50,5 +50,7 @@ def extract(
     cfg = build(X, config, **flags)
     result = run(cfg)
     stores = result if isinstance(result, dict) else {cfg.layers[0]: result}
-    for store in stores.values():
+    from visae.distributed import world
+
+    for store in stores.values() if world().main else ():  # under torchrun: rank 0 only
         print(f"{store.path}\t{len(store)} tokens x {store.d}\t{store.n_images} images")

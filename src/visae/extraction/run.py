@@ -8,9 +8,12 @@ uninterrupted one and its stores are bit-identical.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
 from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,13 +33,45 @@ def extract(cfg: ExtractConfig, *, backbone: Any = None) -> Store | dict[str, St
     """Extract, resume or confirm the stores of ``cfg``; one Store, or layer -> Store for several layers.
 
     ``backbone``: the already loaded Backbone of ``cfg.model`` (saves loading it twice). ``--out`` is
-    locked from the start (a second writer is refused before it loads a model) to the end.
+    locked from the start (a second writer is refused before it loads a model) to the end. Under
+    torchrun the ranks share the work (``visae.extraction.ranks``).
     """
+    from visae.distributed import world
+
+    w = world()
+    if w.distributed:
+        from visae.extraction.ranks import extract_ranks
+
+        return extract_ranks(cfg, backbone, w)
     with locked(cfg.out):
         return _extract(cfg, backbone)
 
 
 def _extract(cfg: ExtractConfig, backbone: Any) -> Store | dict[str, Store]:
+    plan = _plan(cfg, backbone)
+    with ExitStack() as held:  # and each layer's store of a store-set, until the end
+        targets = _open_targets(cfg, plan, store_paths(cfg, plan.layers), held, plan.order)
+        _run_targets(cfg, plan, targets, plan.order)
+    stores = {t.layer: Store(t.path) for t in targets}
+    return stores[plan.layers[0]] if len(plan.layers) == 1 else stores
+
+
+@dataclass
+class _Plan:
+    """What every extraction of ``cfg`` works from: the backbone, the layers, the split and its image order."""
+
+    bb: Any
+    layers: list[str]
+    ds: Any
+    split: Any
+    order: np.ndarray
+    preprocess: dict[str, Any]
+    data_fp: str
+    weights: dict[str, Any] | None
+
+
+def _plan(cfg: ExtractConfig, backbone: Any, check: bool = True) -> _Plan:
+    """Load the backbone and the split; ``check``: run the position-match weights check (else left None)."""
     from visae.data.base import open_dataset
 
     bb = backbone if backbone is not None else load_backbone(cfg)
@@ -46,27 +81,46 @@ def _extract(cfg: ExtractConfig, backbone: Any) -> Store | dict[str, Store]:
     ds = open_dataset(cfg.data)
     split = ds.split(cfg.split or ds.default_split("train"))
     order = image_order(cfg, len(split))
-    planned = len(order)
-    if planned == 0:
+    if len(order) == 0:
         raise VisaeError(f"split '{split.name}' of {cfg.data} has no images", "choose another --split or --data")
     preprocess = bb.preprocess.model_dump(mode="json")
     data_fp = dataset_identity(ds, [split])["fingerprint"]
-    weights = check_weights(bb, ds, split, order) if getattr(bb, "position_match", False) else None
-    with ExitStack() as held:  # and each layer's store of a store-set, until the end
-        targets = []
-        for layer, path in store_paths(cfg, layers).items():
-            held.enter_context(locked(path))
-            meta = new_meta(cfg, layer, bb.layout(layer), preprocess, split.name, planned, data_fp, weights)
-            targets.append(Target(layer, path, bb.layout(layer), open_writer(path, meta, cfg)))
-        todo = [t for t in targets if not t.writer.meta.complete]
-        if todo:
-            first = min(t.writer.resume_point() for t in todo)  # a split index
-            start = int(np.searchsorted(order, first)) // cfg.batch_size * cfg.batch_size  # a position in ``order``
-            for t in todo:
-                t.writer.resume_from(int(order[start]) if start < planned else int(order[-1]) + 1)
-            _extract_batches(cfg, bb, split, todo, start, order)
-    stores = {t.layer: Store(t.path) for t in targets}
-    return stores[layers[0]] if len(layers) == 1 else stores
+    weights = check_weights(bb, ds, split, order) if check and getattr(bb, "position_match", False) else None
+    return _Plan(bb, layers, ds, split, order, preprocess, data_fp, weights)
+
+
+def _open_targets(cfg: ExtractConfig, plan: _Plan, paths: dict[str, Path], held: ExitStack, order: np.ndarray,
+                  config: dict[str, Any] | None = None) -> list[Target]:  # fmt: skip
+    """Lock and open (create, resume or confirm) each layer's store of ``paths`` for the images ``order``;
+    ``config`` adds entries to each store's resume fingerprint."""
+    targets = []
+    for layer, path in paths.items():
+        held.enter_context(locked(path))
+        layout = plan.bb.layout(layer)
+        meta = new_meta(cfg, layer, layout, plan.preprocess, plan.split.name, len(order), plan.data_fp, plan.weights)
+        meta.config.update(config or {})
+        targets.append(Target(layer, path, layout, open_writer(path, meta, cfg)))
+    return targets
+
+
+def _run_targets(cfg: ExtractConfig, plan: _Plan, targets: list[Target], order: np.ndarray,
+                 allow_empty: bool = False) -> None:  # fmt: skip
+    """Extract the images ``order`` into the unfinished ``targets`` (resuming each where it stopped).
+
+    ``allow_empty``: a store may end without tokens (one rank's share of a distributed extraction)."""
+    todo = [t for t in targets if not t.writer.meta.complete]
+    if not todo:
+        return
+    planned = len(order)
+    if planned == 0:
+        for t in todo:
+            t.writer.close()
+        return
+    first = min(t.writer.resume_point() for t in todo)  # a split index
+    start = int(np.searchsorted(order, first)) // cfg.batch_size * cfg.batch_size  # a position in ``order``
+    for t in todo:
+        t.writer.resume_from(int(order[start]) if start < planned else int(order[-1]) + 1)
+    _extract_batches(cfg, plan.bb, plan.split, todo, start, order, allow_empty)
 
 
 def image_order(cfg: ExtractConfig, n: int) -> np.ndarray:
@@ -98,7 +152,8 @@ def _device_of(bb: Any) -> torch.device:
     return getattr(bb, "device", None) or torch.device("cpu")
 
 
-def _extract_batches(cfg: ExtractConfig, bb: Any, split: Any, todo: list[Target], start: int, order: np.ndarray) -> None:
+def _extract_batches(cfg: ExtractConfig, bb: Any, split: Any, todo: list[Target], start: int, order: np.ndarray,
+                     allow_empty: bool = False) -> None:  # fmt: skip
     """Extract the images ``order[start:]`` (split indices, increasing)."""
     from visae.data.loader import ImageLoader
 
@@ -118,9 +173,10 @@ def _extract_batches(cfg: ExtractConfig, bb: Any, split: Any, todo: list[Target]
             dt = max(time.perf_counter() - t0, 1e-9)
             rate = f"{(next_pos - start) / dt:.1f} img/s, {n_tokens / dt:,.0f} tok/s"
             progress.update(task, completed=next_pos, info=rate)
+            _test_fault()
         _record_unreadable(split, loader.skipped, order[next_pos:].tolist(), set(), todo)
         progress.update(task, completed=planned)
-    if n_tokens == 0 and all(t.writer.meta.n_tokens == 0 for t in todo):
+    if not allow_empty and n_tokens == 0 and all(t.writer.meta.n_tokens == 0 for t in todo):
         _nothing_stored(cfg, split, todo[0].writer.meta.skipped)
     for t in todo:
         t.writer.close()
@@ -206,3 +262,19 @@ def _record_unreadable(split: Any, skipped: list, span: Iterable[int], seen: set
         image_id = split.image_id(i)
         for t in todo:
             t.writer.skip_image(i, image_id, reasons.get(image_id, "unreadable image"))
+
+
+_batches_done = 0
+
+
+def _test_fault() -> None:
+    """Tests only: ``VISAE_TEST_STALL=RANK:N`` makes that torchrun rank stop answering after N batches
+    (a hung or lost rank, as the other ranks see it)."""
+    global _batches_done
+    spec = os.environ.get("VISAE_TEST_STALL")
+    if not spec:
+        return
+    _batches_done += 1
+    rank, n = (int(v) for v in spec.split(":"))
+    if rank == int(os.environ.get("RANK", "0")) and _batches_done >= n:
+        time.sleep(3600)

@@ -9,7 +9,8 @@ A store is a directory::
     images_000000.json ...     the images whose first token lies in that shard (columns)
     stats_000012.safetensors   normalisation statistics after the first 12 shards
 
-Every shard holds ``shard_tokens`` tokens except the last. See docs/formats.md.
+Every shard holds at most ``shard_tokens`` tokens: all but the last hold exactly that in a one-process store,
+and a store merged from a torchrun job ends each rank's share with a partial shard. See docs/formats.md.
 """
 
 from __future__ import annotations
