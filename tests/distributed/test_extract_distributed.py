@@ -29,7 +29,7 @@ def _port() -> int:
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    return env | {"VISAE_DIST_TIMEOUT": "30", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"} | extra
+    return env | {"VISAE_DIST_TIMEOUT": "30", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "VISAE_QUIET": "0"} | extra  # rank 0 speaks
 
 
 def _visae(*args, ranks: int = 0, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:

@@ -87,8 +87,11 @@ def train_cmd(
     per_sae = {key: value for key, value in flags.items() if key in sae_keys()}
     run = {key: value for key, value in flags.items() if key not in per_sae}
     result = train(train_config(config or sweep, run, per_sae))
-    for sae_name in result.names:
-        print(result.path / "saes" / sae_name)
+    from visae.distributed import world
+
+    if world().main:  # under torchrun every rank ran the command; rank 0 reports
+        for sae_name in result.names:
+            print(result.path / "saes" / sae_name)
 
 
 def _int_list(text: str | None, flag: str) -> list[int] | None:

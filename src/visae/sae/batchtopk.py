@@ -35,6 +35,10 @@ class BatchTopKSAE(SAE):
         self.register_buffer("threshold_ema", torch.zeros(2))
         """(sum of beta^(t-i) (1 - beta) m_i, number of updates t): theta = sum / (1 - beta^t)."""
 
+    dp_world = None
+    """The data-parallel ``visae.distributed.World`` this SAE trains in (set by the trainer; None: one
+    process): its batch selection is then over the global batch."""
+
     def encode(self, x_BD: Tensor) -> Codes:
         pre_BS = self.pre_BS(x_BD)
         theta = self.threshold.clamp_min(0)
@@ -43,7 +47,8 @@ class BatchTopKSAE(SAE):
     def batch_codes(self, x_BD: Tensor) -> Codes:
         """Training codes: the batch-level selection (and a threshold update)."""
         xc_BD = x_BD - self.b_dec.detach()
-        sel, keep_BK, min_kept = kernels.select_batch_topk(xc_BD, self.W_enc, self.b_enc, self.spec.k)
+        sel, keep_BK, min_kept = kernels.select_batch_topk(xc_BD, self.W_enc, self.b_enc, self.spec.k,
+                                                         world=self.dp_world)
         val_BK = torch.relu(kernels.encoder_values(x_BD, self.b_dec, self.W_enc, self.b_enc, sel))
         self._update_threshold(min_kept)
         return Codes(self.d_sae, sel.idx_BK, val_BK * keep_BK)

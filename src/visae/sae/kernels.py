@@ -30,7 +30,7 @@ import threading
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -163,7 +163,7 @@ def select_dead_topk(
 
 @torch.no_grad()
 def select_batch_topk(
-    xc_BD: Tensor, W_enc_DS: Tensor, b_enc_S: Tensor, k: int, chunk: int = CHUNK_ROWS
+    xc_BD: Tensor, W_enc_DS: Tensor, b_enc_S: Tensor, k: int, chunk: int = CHUNK_ROWS, world: Any = None
 ) -> tuple[Selection, Tensor, Tensor]:
     """BatchTopK: the ``k * B`` largest positive pre-activations of the whole batch.
 
@@ -171,21 +171,52 @@ def select_batch_topk(
     pre-activation. Each row keeps its top ``cap`` candidates; when some row's candidates
     are all above the batch threshold it may hold more, so ``cap`` doubles and the
     selection is redone: the result is exact.
+
+    With a data-parallel ``world`` (``visae.distributed.World``; this rank holds ``B`` of the
+    ``B * N`` tokens of the global batch) the threshold is the global batch's: every rank sends its
+    ``k * B * N`` largest candidates, all take the ``k * B * N``-th largest of the union, and the
+    smallest kept value is min-reduced, so the selection is the one a single process would make.
     """
     B, S = xc_BD.shape[0], W_enc_DS.shape[1]
+    dp = world is not None and world.distributed
     cap = min(S, 2 * k)
     while True:
         sel = select_topk(xc_BD, W_enc_DS, b_enc_S, cap, chunk)
         pos_BK = sel.pre_BK.clamp_min(0)
-        n_keep = min(k * B, pos_BK.numel())
-        thresh = pos_BK.flatten().kthvalue(pos_BK.numel() - n_keep + 1).values
+        if dp:
+            thresh = _global_kth_largest(pos_BK, k * B * world.size, world)
+        else:
+            n_keep = min(k * B, pos_BK.numel())
+            thresh = pos_BK.flatten().kthvalue(pos_BK.numel() - n_keep + 1).values
         row_full = bool((pos_BK.min(dim=1).values >= thresh).any())
+        if dp:
+            row_full = bool(_reduce(torch.tensor([float(row_full)]), world, "max", "BatchTopK selection") > 0)
         if cap >= S or not bool(thresh > 0) or not row_full:
             break
         cap = min(S, 2 * cap)
     keep_BK = (pos_BK >= thresh) & (pos_BK > 0)
     min_kept = pos_BK[keep_BK].min() if bool(keep_BK.any()) else pos_BK.new_zeros(())
+    if dp:
+        local = min_kept if bool(keep_BK.any()) else pos_BK.new_full((), float("inf"))
+        m = _reduce(local.reshape(1).float(), world, "min", "BatchTopK threshold")[0]
+        min_kept = (m if bool(torch.isfinite(m)) else m.new_zeros(())).to(pos_BK.device, pos_BK.dtype)
     return sel, keep_BK, min_kept
+
+
+def _reduce(t: Tensor, world: Any, op: str, what: str) -> Tensor:
+    dev = t.device if world.backend == "nccl" else torch.device("cpu")
+    return world.all_reduce(t.to(dev), f"train: {what}", op=op)
+
+
+def _global_kth_largest(pos_BK: Tensor, n_keep: int, world: Any) -> Tensor:
+    """The ``n_keep``-th largest value of every rank's ``pos_BK`` together (all ranks' shapes equal)."""
+    m = min(n_keep, pos_BK.numel())
+    top = pos_BK.flatten().float().topk(m).values
+    buf_NM = torch.full((world.size, n_keep), -1.0, device=pos_BK.device)  # -1: no candidate (values are >= 0)
+    buf_NM[world.rank, :m] = top
+    union = _reduce(buf_NM, world, "max", "BatchTopK selection")  # row r: rank r's candidates, exactly
+    n = min(n_keep, pos_BK.numel() * world.size)
+    return union.flatten().topk(n).values[-1].to(pos_BK.device, pos_BK.dtype)
 
 
 def _csr(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, int]) -> Tensor:

@@ -2,6 +2,11 @@
 
 The step is the same for every architecture: forward (the contract), loss, backward,
 remove the decoder-parallel gradient, clip, Adam, re-normalise the decoder.
+
+Data-parallel (a ``World`` of several ranks, each with its own rows of the global batch): after
+the backward one all-reduce per SAE averages the gradients and float buffers and sums the fired
+counts, so every rank takes the same step; measured metrics are all-reduced sums, i.e. those of
+the global batch.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from visae.distributed import World
 from visae.errors import VisaeError
 from visae.sae import kernels
 from visae.sae.adam import MemoryOrderAdam, make_adam  # noqa: F401 - MemoryOrderAdam re-exported
@@ -38,8 +44,13 @@ def lr_factor(step: int, total: int, warmup: float, decay: float) -> float:
 class Member:
     """An SAE plus everything its training step needs."""
 
-    def __init__(self, hp: SAEHparams, sae: SAE, cfg: TrainConfig, total_steps: int, dead_tokens: int):
+    def __init__(self, hp: SAEHparams, sae: SAE, cfg: TrainConfig, total_steps: int, dead_tokens: int,
+                 world: World | None = None):  # fmt: skip
         self.hp, self.sae, self.cfg, self.total_steps = hp, sae, cfg, total_steps
+        self.world = world if world is not None and world.distributed else None
+        """The data-parallel job this SAE trains in (None: one process)."""
+        if self.world is not None and hasattr(sae, "dp_world"):
+            sae.dp_world = self.world  # BatchTopK-family selection over the global batch
         self.dead_tokens = dead_tokens
         """A latent that has not fired for this many tokens is dead (AuxK trains it)."""
         self.name = hp.label()
@@ -91,13 +102,53 @@ class Member:
             self.opt.zero_grad(set_to_none=True)
         loss.backward()
         kernels.drop_spare_grads()
+        if self.world is not None:
+            fired_S = self._all_reduce_step(out.codes.count_S(), step)
         sae.remove_parallel_grad()
         torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip)
         self.opt.step()
         sae.normalize_decoder()
-        self._track(out.codes.count_S(), x_BD.shape[0])
+        if self.world is not None:
+            self._track(fired_S, x_BD.shape[0] * self.world.size)
+        else:
+            self._track(out.codes.count_S(), x_BD.shape[0])
         if measure:
             self.last = self._measure(x_BD, out.recon_BD, out.codes, loss, terms, lr, dead_S)
+
+    @torch.no_grad()
+    def _all_reduce_step(self, fired_S: Tensor, step: int) -> Tensor:
+        """Average the ranks' gradients and float buffers, sum their fired counts: one all-reduce.
+
+        Every rank's local loss is a mean over its ``B / N`` tokens, so the average of the gradients is
+        the gradient of the global batch's mean loss. A parameter without a gradient on some rank gets
+        zeros there (one without a gradient on every rank keeps none, as Adam expects). Float buffers
+        (BatchTopK's running threshold) are averaged, so they stay identical on every rank.
+        """
+        w, sae = self.world, self.sae
+        assert w is not None
+        params = list(sae.parameters())
+        buffers = [b for b in sae.buffers() if b.is_floating_point()]
+        dev = params[0].device if w.backend == "nccl" else torch.device("cpu")
+        parts: list[Tensor] = [p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel(), device=p.device) for p in params]
+        parts += [b.reshape(-1).float() for b in buffers]
+        parts += [fired_S.float(), torch.tensor([float(p.grad is not None) for p in params], device=fired_S.device)]
+        flat = torch.cat([t.float().to(dev) for t in parts])
+        w.all_reduce(flat, f"train: step {step + 1} of SAE '{self.name}'")
+        at = sum(p.numel() for p in params) + sum(buf.numel() for buf in buffers)
+        fired = flat[at : at + fired_S.numel()].round().to(fired_S.dtype).to(fired_S.device)
+        has_P = flat[at + fired_S.numel() :].tolist()
+        at = 0
+        for p, has in zip(params, has_P):
+            n = p.numel()
+            if p.grad is not None:
+                p.grad.copy_(flat[at : at + n].view(p.shape) / w.size)  # copy_ keeps the gradient's strides
+            elif has > 0:
+                p.grad = (flat[at : at + n].view(p.shape) / w.size).to(p.device)
+            at += n
+        for buf in buffers:
+            buf.copy_((flat[at : at + buf.numel()] / w.size).view(buf.shape))
+            at += buf.numel()
+        return fired
 
     @torch.no_grad()
     def _track(self, fired_S: Tensor, n_tokens: int) -> None:
@@ -109,18 +160,39 @@ class Member:
 
     @torch.no_grad()
     def _measure(self, x_BD, recon_BD, codes, loss, terms, lr, dead_S) -> dict[str, float]:
-        err = (recon_BD.float() - x_BD).pow(2).sum()
-        var = (x_BD - x_BD.mean(dim=0)).pow(2).sum().clamp_min(1e-12)
+        if self.world is not None:
+            loss, err, var, l0, terms = self._global_figures(x_BD, recon_BD, codes, loss, terms)
+        else:
+            err = (recon_BD.float() - x_BD).pow(2).sum()
+            var = (x_BD - x_BD.mean(dim=0)).pow(2).sum().clamp_min(1e-12)
+            l0 = codes.l0_B().float().mean()
         stats = {
             "loss": float(loss),
             "nmse": float(err / var),
-            "l0": float(codes.l0_B().float().mean()),
+            "l0": float(l0),
             "dead_pct": 100.0 * float(dead_S.float().mean()),
             "dense_pct": 100.0 * float((self.density_S() > DENSE_RATE).float().mean()),
             "lr": lr,
         }
         stats.update({k: float(v) for k, v in terms.items()})
         return stats
+
+    def _global_figures(self, x_BD, recon_BD, codes, loss, terms) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Tensor]]:
+        """(loss, squared error, variance, mean L0, terms) of the global batch: one all-reduce of sums
+        (the variance from the sums of x and x^2, in float64)."""
+        w = self.world
+        assert w is not None
+        n = x_BD.shape[0]
+        names = sorted(terms)
+        x64_BD = x_BD.double()
+        head = [(recon_BD.float() - x_BD).pow(2).sum(), x64_BD.pow(2).sum(), torch.tensor(n), codes.l0_B().sum(),
+                loss.detach() * n, *[terms[k].detach() * n for k in names]]  # fmt: skip
+        dev = x_BD.device if w.backend == "nccl" else torch.device("cpu")
+        flat = torch.cat([torch.stack([t.double().to(dev) for t in head]), x64_BD.sum(dim=0).to(dev)])
+        w.all_reduce(flat, f"train: metrics of SAE '{self.name}'")
+        err, sq, N = flat[0], flat[1], flat[2]
+        var = (sq - flat[5 + len(names) :].pow(2).sum() / N).clamp_min(1e-12)
+        return flat[4] / N, err, var, flat[3] / N, {k: flat[5 + i] / N for i, k in enumerate(names)}
 
     def density_S(self) -> Tensor:
         """Running fraction of tokens on which each latent fires."""

@@ -4,13 +4,22 @@ Each batch is normalised once (``(x - mean) * scale``, store statistics) and fed
 SAE of the run. Checkpoints are atomic and carry the data position, so ``--resume``
 after a kill reaches the same weights as an uninterrupted run. At the end each SAE is
 saved, normalisation folded in, as a SAELens folder ``RUN/saes/NAME``.
+
+Under ``torchrun --nproc-per-node N`` the run is data-parallel (``visae.distributed``): every rank
+streams the same global batches of ``--batch-size`` tokens and trains on its own contiguous
+``batch_size / N`` rows of each; gradients (averaged), float buffers (averaged) and fired-latent
+counts (summed) are all-reduced every step, so weights, optimiser state and dead-latent counters
+stay identical on every rank. Only rank 0 writes into the run directory; its checkpoints count
+steps of the global batch, so any world size resumes them.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +31,7 @@ from safetensors.torch import save_file
 from visae.artifact import prepare_out, read_marker, write_marker
 from visae.atomic import write_json, write_text, write_with
 from visae.device import resolve_device
+from visae.distributed import World, world
 from visae.errors import VisaeError
 from visae.identity import check_same, store_identity
 from visae.lock import locked
@@ -75,44 +85,115 @@ def train(cfg: TrainConfig, source: TokenSource | None = None) -> Run:
     directory is locked throughout (one writer at a time); a resume checks that it reads the
     store the run began with (``RUN/inputs.json``).
     """
-    with locked(cfg.out):
-        return _train(cfg, source)
+    if os.environ.get("WORLD_SIZE", "1") in ("", "0", "1"):
+        with locked(cfg.out):
+            return _train(cfg, source, world())
+    w = world(resolve_device(cfg.device))
+    if not w.main:
+        os.environ["VISAE_QUIET"] = "1"  # rank 0 speaks for the job (errors still print on every rank)
+    with ExitStack() as stack:
+        together(w, "train: lock the run directory", lambda: stack.enter_context(locked(cfg.out)) if w.main else None)
+        return _train(cfg, source, w)
 
 
-def _train(cfg: TrainConfig, source: TokenSource | None) -> Run:
-    source = source if source is not None else open_source(cfg.store)
-    train_src, eval_src = split_source(source, cfg)
-    cfg = plan(cfg, train_src, source.d)  # defaults fitted to the store, warnings, refusals
-    tokens = cfg.training_tokens or len(train_src)
-    total_steps = tokens // cfg.batch_size
-    if cfg.batch_size > len(train_src) or total_steps == 0:
-        raise VisaeError(
-            f"{tokens} training tokens and {len(train_src)} tokens to train on make no full batch of {cfg.batch_size}",
-            "lower --batch-size or raise --training-tokens",
-        )
-    done = _finished_same(cfg)
+def _train(cfg: TrainConfig, source: TokenSource | None, w: World) -> Run:
+    def setup() -> tuple[Any, ...]:
+        src = source if source is not None else open_source(cfg.store)
+        train_src, eval_src = split_source(src, cfg)
+        planned = plan(cfg, train_src, src.d)  # defaults fitted to the store, warnings, refusals
+        tokens = planned.training_tokens or len(train_src)
+        total_steps = tokens // planned.batch_size
+        if planned.batch_size > len(train_src) or total_steps == 0:
+            raise VisaeError(
+                f"{tokens} training tokens and {len(train_src)} tokens to train on make no full batch of {planned.batch_size}",
+                "lower --batch-size or raise --training-tokens",
+            )
+        if planned.batch_size % w.size:
+            raise VisaeError(f"--batch-size {planned.batch_size} does not split over {w.size} ranks",
+                             f"pass a multiple of {w.size} (--batch-size is the global batch; each rank takes 1/{w.size})")  # fmt: skip
+        return src, train_src, eval_src, planned, total_steps, _finished_same(planned)
+
+    source, train_src, eval_src, cfg, total_steps, done = together(w, "train: set up", setup)
     if done is not None:
         return done
-    out = prepare_out(cfg.out, RUN_KIND, force=cfg.force, resume=cfg.resume)
-    state = _check_resume(out, cfg, source) if cfg.resume else None
+
+    def begin() -> tuple[Path, dict[str, Any] | None]:  # rank 0 alone touches the run directory
+        if not w.main:
+            return Path(cfg.out), None
+        out = prepare_out(cfg.out, RUN_KIND, force=cfg.force, resume=cfg.resume)
+        return out, (_check_resume(out, cfg, source) if cfg.resume else None)
+
+    out, state = together(w, "train: prepare the run directory", begin)
+    if w.distributed:
+        out = Path(w.broadcast_object(str(out), "train: prepare the run directory"))
+        resumed = w.broadcast_object(state is not None, "train: prepare the run directory")
+        if resumed and not w.main:
+            state = together(w, "train: read the checkpoint", lambda: load_checkpoint(out))
+        elif resumed:
+            together(w, "train: read the checkpoint", lambda: None)
     device = resolve_device(cfg.device)
+    if w.distributed and device.type == "cuda":
+        device = torch.device("cuda", w.local_rank)
+        torch.cuda.set_device(device)
     mean_D, scale = _normalisation(train_src, cfg, device)
     dead_tokens = dead_window(cfg, total_steps * cfg.batch_size)
     torch.manual_seed(cfg.seed)
-    members = [Member(hp, create_sae(hp.spec(source.d)).to(device), cfg, total_steps, dead_tokens) for hp in cfg.saes]
+    members = [Member(hp, create_sae(hp.spec(source.d)).to(device), cfg, total_steps, dead_tokens, world=w)
+               for hp in cfg.saes]  # fmt: skip
     if state is None:
-        write_json(out / CONFIG_FILE, cfg.model_dump(mode="json"))
-        write_json(out / INPUTS_FILE, _inputs(cfg, source))
-        write_marker(out, RUN_KIND, saes=[m.name for m in members], complete=False)
+        if w.main:
+            write_json(out / CONFIG_FILE, cfg.model_dump(mode="json"))
+            write_json(out / INPUTS_FILE, _inputs(cfg, source))
+            write_marker(out, RUN_KIND, saes=[m.name for m in members], complete=False)
         _init(members, train_src, cfg, mean_D, scale)
-        _truncate_metrics(out, 0)  # a --resume before the first checkpoint restarts at step 0
+        if w.main:
+            _truncate_metrics(out, 0)  # a --resume before the first checkpoint restarts at step 0
         start = 0
     else:
-        start = _restore(members, state, source, out)
+        start = _restore(members, state, source, out, w)
+    check_same_weights(members, w)
     evaluator = HeldOut(eval_src, mean_D, scale, cfg, total_steps) if eval_src is not None else None
-    _loop(members, train_src, cfg, out, start, total_steps, mean_D, scale, evaluator)
-    _finish(members, source, cfg, out, mean_D, scale, total_steps, evaluator)
+    _loop(members, train_src, cfg, out, start, total_steps, mean_D, scale, evaluator, w)
+    if w.main:
+        _finish(members, source, cfg, out, mean_D, scale, total_steps, evaluator)
     return Run(out, [m.name for m in members])
+
+
+def together(w: World, what: str, fn: Any) -> Any:
+    """``fn()`` on every rank, then agree on how it went: when it raised on any rank, every rank stops
+    with that rank's error (its own where it raised) instead of waiting for the others until the
+    timeout. In a world of one, just ``fn()``."""
+    if not w.distributed:
+        return fn()
+    try:
+        result, failed = fn(), None
+    except Exception as e:  # noqa: BLE001 - re-raised below, after the other ranks heard of it
+        result, failed = e, (e.message, e.hint) if isinstance(e, VisaeError) else (f"{type(e).__name__}: {e}", None)
+    outcomes = w.gather_objects(failed, what)
+    if failed is not None:
+        raise result
+    for rank, bad in enumerate(outcomes):
+        if bad is not None:
+            raise VisaeError(f"rank {rank} stopped ({what}): {bad[0]}", bad[1])
+    return result
+
+
+@torch.no_grad()
+def check_same_weights(members: list[Member], w: World) -> None:
+    """Refuse to train when the ranks' SAEs differ (a cheap checksum: per SAE, the sum and the sum of
+    squares of its parameters and buffers, min- and max-reduced over the ranks)."""
+    if not w.distributed:
+        return
+    sums = torch.tensor([[float(t.double().sum()), float(t.double().pow(2).sum())]
+                         for m in members for t in m.sae.state_dict().values() if t.is_floating_point()],
+                        dtype=torch.float64).flatten()  # fmt: skip
+    dev = members[0].sae.W_dec.device if w.backend == "nccl" else torch.device("cpu")
+    lo, hi = sums.to(dev), sums.clone().to(dev)
+    w.all_reduce(lo, "train: compare the ranks' initial weights", op="min")
+    w.all_reduce(hi, "train: compare the ranks' initial weights", op="max")
+    if not torch.equal(lo, hi):
+        raise VisaeError(f"the ranks start from different SAE weights (rank {w.rank} differs from another)",
+                         "every rank must run the same visae and torch versions with the same --seed")  # fmt: skip
 
 
 def _finished_same(cfg: TrainConfig) -> Run | None:
@@ -235,7 +316,7 @@ def _check_inputs(out: Path, cfg: TrainConfig, source: TokenSource) -> None:
     check_same(recorded.get("eval_store"), now["eval_store"], "--eval-store", out)
 
 
-def _restore(members: list[Member], state: dict[str, Any], source: TokenSource, out: Path) -> int:
+def _restore(members: list[Member], state: dict[str, Any], source: TokenSource, out: Path, w: World) -> int:
     for m in members:
         saved = state["members"][m.name]
         d_saved = saved["sae"]["b_dec"].shape[0]
@@ -247,12 +328,15 @@ def _restore(members: list[Member], state: dict[str, Any], source: TokenSource, 
         m.load_state(saved)
     restore_rng(state)
     step = int(state["step"])
-    _truncate_metrics(out, step)
+    if w.main:
+        _truncate_metrics(out, step)
     info(f"resuming {out} at step {step} ({state['tokens']} tokens)")
     return step
 
 
-def _loop(members, source, cfg, out, start, total_steps, mean_D, scale, evaluator) -> None:
+def _loop(members, source, cfg, out, start, total_steps, mean_D, scale, evaluator, w: World) -> None:
+    # every rank streams the same global batches (positions in global tokens) and keeps its own rows
+    a, b = w.slice(cfg.batch_size)
     batches = source.batches(
         cfg.batch_size, shuffle=True, seed=cfg.seed, dtype=torch.float32, start=start * cfg.batch_size, epochs=None,
         **({"pin_memory": True} if mean_D.device.type == "cuda" else {}),
@@ -262,19 +346,24 @@ def _loop(members, source, cfg, out, start, total_steps, mean_D, scale, evaluato
         task = bar.add_task("train", total=total_steps, completed=start, info="")
         t0, t_tokens = time.perf_counter(), 0
         for step in range(start, total_steps):
-            x_BD = (next(batches).to(mean_D.device, non_blocking=True) - mean_D) * scale
+            x_BD = next(batches)
+            if w.distributed:
+                x_BD = x_BD[a:b]
+            x_BD = (x_BD.to(mean_D.device, non_blocking=True) - mean_D) * scale
             log = (step + 1) % cfg.log_every == 0 or step + 1 == total_steps
             for m in members:
                 m.step(x_BD, step, measure=log)
-            t_tokens += x_BD.shape[0]
-            if log:
+            t_tokens += x_BD.shape[0] * w.size
+            if log and w.main:
                 rate = t_tokens / max(time.perf_counter() - t0, 1e-9)
                 _log(out, members, step, cfg.batch_size, rate)
                 bar.update(task, info=_bar_info(members))
                 t0, t_tokens = time.perf_counter(), 0
-            if evaluator is not None and evaluator.due(step + 1):
+            elif log:
+                t0, t_tokens = time.perf_counter(), 0
+            if evaluator is not None and evaluator.due(step + 1) and w.main:  # the other ranks wait at the next step
                 _log_heldout(out, members, step + 1, cfg.batch_size, evaluator)
-            if (step + 1) % ckpt_steps == 0 and step + 1 < total_steps:
+            if (step + 1) % ckpt_steps == 0 and step + 1 < total_steps and w.main:
                 _checkpoint(out, members, step + 1, cfg.batch_size)
             bar.advance(task)
 
