@@ -245,10 +245,13 @@ def analysed_kinds(store: Any, tokens: str | None, trained_on: str | None | obje
 
 
 
-def iter_batches(store: Any, batch_images: int, kinds: frozenset[int] | None = None) -> Iterator[tuple[Batch, int]]:
+def iter_batches(store: Any, batch_images: int, kinds: frozenset[int] | None = None,
+                 images: tuple[int, int] | None = None) -> Iterator[tuple[Batch, int]]:  # fmt: skip
     """Whole images at a time, with per-token image (split index) / kind / y / x, only the
-    tokens of ``kinds`` (None: all); each batch with the number of store images it covered."""
-    for item in store.iter_images(batch_images):
+    tokens of ``kinds`` (None: all); each batch with the number of store images it covered.
+    ``images``: only the store's images [a, b) in store order (a rank's share); None: all."""
+    items = store.iter_images(batch_images) if images is None else _iter_share(store, batch_images, *images)
+    for item in items:
         kind_T = np.asarray(item.kind_T)
         keep_T = slice(None) if kinds is None else np.isin(kind_T, list(kinds))
         tokens_TD = item.tokens_TD if kinds is None else item.tokens_TD[torch.from_numpy(keep_T)]
@@ -260,6 +263,26 @@ def iter_batches(store: Any, batch_images: int, kinds: frozenset[int] | None = N
             x_T=torch.from_numpy(np.array(np.asarray(item.x_T)[keep_T], dtype=np.int64)),
         )
         yield batch, len(item.images)
+
+
+def complete_images(store: Any) -> int:
+    """How many of the store's images (in store order) have all their tokens in it."""
+    t = store.images
+    return int(((t["token_start"] + t["n_tokens"]) <= len(store)).sum())
+
+
+def _iter_share(store: Any, batch_images: int, a: int, b: int) -> Iterator[Any]:
+    """``Store.iter_images`` over the store's images [a, b) only (whole images, store order)."""
+    from visae.store.reader import ImageTokens
+
+    table = store.images
+    end_T = table["token_start"] + table["n_tokens"]
+    b = min(b, complete_images(store))
+    for i in range(a, b, batch_images):
+        j = min(i + batch_images, b)
+        lo, hi = int(table["token_start"][i]), int(end_T[j - 1])
+        tokens_TD = store.storage.to_torch(store.read_range(lo, hi), torch.float32)
+        yield ImageTokens(tokens_TD, store.index_range(lo, hi), table["image"][i:j], table["id"][i:j])
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +32,7 @@ from visae.analysis.stats import HIST_EDGES, SELECTIVE_INDEX
 from visae.analysis.units import PART_TOP, PER_IMAGE
 from visae.artifact import remove_leftovers
 from visae.config import Config
+from visae.distributed import World
 from visae.errors import VisaeError
 from visae.lock import locked
 from visae.progress import info
@@ -85,41 +88,76 @@ def analyze(cfg: AnalyzeConfig) -> Path:
     and return its path. ``summary(run)`` reads the headline numbers back. The run is locked while
     the DB and its heatmap cache are replaced."""
     run = read_run(cfg.run)
+    if os.environ.get("WORLD_SIZE", "1") not in ("", "0", "1"):
+        return _analyze_ranks(cfg, run)
     with locked(lock_dir(run.path)) as owned:
         remove_leftovers(owned)
         return _analyze(cfg, run)
 
 
-def _analyze(cfg: AnalyzeConfig, run: RunInfo) -> Path:
+def _analyze_ranks(cfg: AnalyzeConfig, run: RunInfo) -> Path:
+    """Under torchrun: every rank scans its share of the store, rank 0 merges, locks and writes
+    (visae.analysis.ranks); every rank returns the DB's path."""
+    from visae.analysis.ranks import quiet_unless_main, together
+    from visae.device import resolve_device
+    from visae.distributed import world
+
+    device = resolve_device(cfg.device)
+    w = world(device)
+    quiet_unless_main(w)
+    if device.type == "cuda":  # one GPU per rank
+        device = torch.device("cuda", w.local_rank)
+        torch.cuda.set_device(device)
+        cfg = cfg.model_copy(update={"device": str(device)})
+    with ExitStack() as held:
+
+        def lock() -> None:
+            if w.main:
+                remove_leftovers(held.enter_context(locked(lock_dir(run.path))))
+
+        together(w, "analyze: lock the run", lock)
+        return _analyze(cfg, run, w)
+
+
+def _analyze(cfg: AnalyzeConfig, run: RunInfo, w: World | None = None) -> Path:
+    from visae.analysis.ranks import scan_ranks, together
     from visae.device import resolve_device
 
+    w = w or World(0, 1, 0, None)
     db_path = run.path / DB_NAME
-    if db_path.exists() and not cfg.force:
-        raise VisaeError(f"{db_path} already exists", "pass --force to analyse again")
-    store_path = cfg.store or run.store
-    if store_path is None:
-        raise VisaeError(f"--run {run.path} does not name its store", "pass --store")
-    device = resolve_device(cfg.device)
-    store = open_store(Path(store_path))
-    sae = open_sae(run.sae_dir)
-    check_compatible(run, store, sae)
-    kinds = analysed_kinds(store, cfg.tokens, run.tokens)
-    layout, table = layout_of(store, kinds), ImageTable.of(store)
-    images = Images.of_store(store)
+
+    def prepare() -> tuple[Any, ...]:
+        if db_path.exists() and not cfg.force:
+            raise VisaeError(f"{db_path} already exists", "pass --force to analyse again")
+        store_path = cfg.store or run.store
+        if store_path is None:
+            raise VisaeError(f"--run {run.path} does not name its store", "pass --store")
+        device = resolve_device(cfg.device)
+        store = open_store(Path(store_path))
+        sae = open_sae(run.sae_dir)
+        check_compatible(run, store, sae)
+        kinds = analysed_kinds(store, cfg.tokens, run.tokens)
+        return device, store, sae, kinds, layout_of(store, kinds), ImageTable.of(store), Images.of_store(store)
+
+    device, store, sae, kinds, layout, table, images = together(w, "analyze: open the run and its store", prepare)
     class_names = images.class_names or [str(c) for c in range(int(table.label.max(initial=-1)) + 1)]
     labels_by_image = table.labels_by_image()
     S = int(sae_decoder(sae).shape[0])
     tokens_per_image = max(int(np.max(store.images["n_tokens"], initial=1)), 1)
     batch = cfg.batch_images or int(np.clip(BATCH_CODES // (tokens_per_image * S), 1, 256))
     raw_mean_D = kind_stats(store, kinds)[0]
-    rand = baseline_sae(cfg, run, store, sae, kinds)
+    rand = together(w, "analyze: build the random-init baseline", lambda: baseline_sae(cfg, run, store, sae, kinds))
     why_not = {"random": rand} if isinstance(rand, str) else {}
     spare = cfg.spare if cfg.dedup else 0
     with torch.no_grad():
-        res = scan(store, sae.to(device), layout, labels_by_image, len(class_names), cfg.top, batch, kinds=kinds,
-                   raw_mean_D=raw_mean_D, random_sae=None if isinstance(rand, str) else rand.to(device),
-                   device=device, per_image=cfg.per_image, spare=spare)  # fmt: skip
+        args = (store, sae.to(device), layout, labels_by_image, len(class_names), cfg.top, batch)
+        kw: dict[str, Any] = dict(kinds=kinds, raw_mean_D=raw_mean_D, device=device, per_image=cfg.per_image,
+                                  spare=spare, random_sae=None if isinstance(rand, str) else rand.to(device))  # fmt: skip
+        merged = scan_ranks(w, *args, **kw) if w.distributed else scan(*args, **kw)
     sae.cpu()
+    if merged is None:  # not rank 0: rank 0 writes the DB
+        return db_path
+    res = merged
     near = find_near_duplicates(cfg, res, images)
     res = distinct(res, None if isinstance(near, str) else near, cfg.top, cfg.per_image)
     scores = score_scan(res, images, layout, cfg.min_images)

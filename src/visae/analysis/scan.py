@@ -29,7 +29,7 @@ from visae.analysis.topk import TopK
 from visae.analysis.units import PART_TOP, PER_IMAGE, UnitResult, Units, edge_cells
 from visae.progress import make_progress
 
-__all__ = ["PART_TOP", "Ranked", "Scan", "ScanResult", "scan"]
+__all__ = ["PART_TOP", "Ranked", "Scan", "ScanResult", "run_scan", "scan"]
 
 
 @dataclass
@@ -248,12 +248,18 @@ def scan(store: Any, sae: torch.nn.Module, layout: Layout, labels: np.ndarray, n
          batch_images: int, *, kinds: frozenset[int] | None = None, **baselines: Any) -> ScanResult:
     """Run the pass over the analysed token kinds with a progress bar over the store's images;
     ``baselines``: the keyword arguments of ``Scan`` (raw_mean_D, random_sae, device, per_image, spare)."""
-    acc = Scan(sae, layout, labels, n_classes, top, **baselines)
+    return run_scan(Scan(sae, layout, labels, n_classes, top, **baselines), store, batch_images, kinds).finish()
+
+
+def run_scan(acc: Scan, store: Any, batch_images: int, kinds: frozenset[int] | None = None,
+             images: tuple[int, int] | None = None) -> Scan:  # fmt: skip
+    """Fold the store's images (``images``: only [a, b) of them, a rank's share; None: all) into ``acc``."""
     seen = 0
+    total = int(getattr(store, "n_images", len(acc.labels))) if images is None else images[1] - images[0]
     with make_progress() as progress:
-        task = progress.add_task("analyze", total=int(getattr(store, "n_images", len(labels))), info="")
-        for batch, n in iter_batches(store, batch_images, kinds):
+        task = progress.add_task("analyze", total=total, info="")
+        for batch, n in iter_batches(store, batch_images, kinds, images):
             acc.add(batch)
             seen += n
             progress.update(task, completed=seen)
-    return acc.finish()
+    return acc

@@ -39,6 +39,10 @@ def analyze(
     from visae.analysis.run import headlines
 
     db = run_analyze(build(A, None, **flags))
+    from visae.distributed import world
+
+    if not world().main:  # under torchrun every rank ran the command; rank 0 wrote the DB and reports
+        return
     s = summary(db)
     print(f"wrote {db}: {s['n_latents']} latents over {s['n_images']} images ({s['n_tokens']} tokens); "
           f"dead {s['dead_pct']:.1f}%, dense {s['dense_pct']:.1f}%, mean L0 {s['mean_l0']:.1f}")
