@@ -9,58 +9,32 @@ SAE of 32 latents trained on it in-process; analysed with near-duplicate collaps
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
+from dist_helpers import launch, tiny_store
 
 TOL = 1e-5
 FLAGS = ["--top", "4", "--spare", "4", "--batch-images", "16", "--device", "cpu", "--no-text-labels"]
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    return env | {"VISAE_DIST_TIMEOUT": "30", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "VISAE_QUIET": "0"}
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> tuple[Path, Path]:
     """(reference run analysed in-process, an untouched copy of the run before analysis)."""
     import visae
-    from transformers import ConvNextConfig, ConvNextImageProcessor, ConvNextModel
-
-    from visae.data.synth import SynthAircraftConfig, generate_synth_aircraft
 
     root = tmp_path_factory.mktemp("analyze_dp")
-    data = root / "data"
-    generate_synth_aircraft(SynthAircraftConfig(out=data, n_train=66, n_val=0, n_ood=0, size=32, seed=0, workers=1))
-    torch.manual_seed(0)
-    model = root / "convnext"
-    ConvNextModel(ConvNextConfig(patch_size=2, num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], image_size=32)).save_pretrained(model)
-    ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=1.0).save_pretrained(model)
-    store = visae.extract(model=f"hf:{model}", layer="encoder.stages.1", data=f"synth-aircraft:{data}", split="train",
-                          out=root / "acts", dtype="fp32", batch_size=32, device="cpu")  # fmt: skip
+    _, _, store = tiny_store(root)
     run = root / "run"
-    visae.train(store=str(store.path), out=str(run), arch="topk", k=4, d_sae=32, batch_size=64,
+    visae.train(store=str(store), out=str(run), arch="topk", k=4, d_sae=32, batch_size=64,
                 training_tokens=64 * 40, holdout=0, device="cpu")  # fmt: skip
     copy = root / "copy"
     shutil.copytree(run, copy)
-    ref = subprocess.run([sys.executable, "-m", "visae", "analyze", "--run", str(run), *FLAGS], env=_env(),
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    ref = launch(["-m", "visae", "analyze", "--run", run, *FLAGS], quiet=False)
     assert ref.returncode == 0, ref.stdout[-2000:] + ref.stderr[-4000:]
     return run, copy
 
@@ -104,10 +78,8 @@ def test_two_ranks_write_the_single_process_db(runs):
     from visae.analysis.db import DB_NAME
 
     run, copy = runs
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_port()),
-           "-m", "visae", "--", "analyze", "--run", str(copy), "--force", *FLAGS]  # fmt: skip
     # "--": torchrun's own parser would take --run for an ambiguous abbreviation of its --run-path
-    p = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=120)
+    p = launch(["-m", "visae", "--", "analyze", "--run", copy, "--force", *FLAGS], ranks=2, quiet=False)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
     assert p.stdout.count("wrote ") == 1, p.stdout  # rank 0 reports, rank 1 is silent
     assert not (copy / ".ranks").exists()

@@ -4,16 +4,14 @@ stops the job with a one-line error, and rerunning the command resumes and compl
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from dist_helpers import launch
 
 from visae.store import Store
 from visae.store.verify import verify
@@ -21,23 +19,8 @@ from visae.store.verify import verify
 LAYER = "encoder.stages.1"
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    return env | {"VISAE_DIST_TIMEOUT": "30", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "VISAE_QUIET": "0"} | extra  # rank 0 speaks
-
-
 def _visae(*args, ranks: int = 0, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
-    head = [sys.executable, "-m", "visae"]
-    if ranks:
-        head = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks),
-                "--master-port", str(_port()), "-m", "visae"]  # fmt: skip
-    return subprocess.run([*head, *map(str, args)], env=_env(**env), capture_output=True, text=True, timeout=timeout)
+    return launch(["-m", "visae", *args], ranks=ranks, timeout=timeout, quiet=False, **env)  # rank 0 speaks
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,6 @@ to take a given step, i.e. right after rank 0 wrote the checkpoint of that step.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from dist_helpers import free_port, job_env, launch, tiny_store
 from safetensors.torch import load_file
 
 TOTAL_STEPS, STOP_AT = 40, 20
@@ -46,28 +45,18 @@ STOP = textwrap.dedent('''
 ''')
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def env(**extra: str) -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    return {**e, "VISAE_DIST_TIMEOUT": "30", "VISAE_QUIET": "1", "OMP_NUM_THREADS": "1", **extra}
+    return job_env(**extra)
 
 
 def torchrun(n: int, args: list[str], script: Path | None = None, **extra: str) -> subprocess.CompletedProcess:
-    what = [str(script)] if script else ["-m", "visae"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(n), "--master-port", str(free_port()),
-           *what, "train", *args]  # fmt: skip
-    return subprocess.run(cmd, env=env(**extra), capture_output=True, text=True, timeout=120)
+    """``visae train ARGS`` (or ``SCRIPT train ARGS``) on ``n`` torchrun ranks."""
+    return launch([*([script] if script else ["-m", "visae"]), "train", *args], ranks=n, **extra)
 
 
 def single(args: list[str], script: Path | None = None, **extra: str) -> subprocess.CompletedProcess:
-    what = [str(script)] if script else ["-m", "visae"]
-    return subprocess.run([sys.executable, *what, "train", *args], env=env(**extra), capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    """The same in one process."""
+    return torchrun(0, args, script, **extra)
 
 
 def ok(p: subprocess.CompletedProcess) -> None:
@@ -76,21 +65,7 @@ def ok(p: subprocess.CompletedProcess) -> None:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
-    import visae
-    from transformers import ConvNextConfig, ConvNextImageProcessor, ConvNextModel
-
-    from visae.data.synth import SynthAircraftConfig, generate_synth_aircraft
-
-    root = tmp_path_factory.mktemp("dp")
-    data = root / "data"
-    generate_synth_aircraft(SynthAircraftConfig(out=data, n_train=66, n_val=0, n_ood=0, size=32, seed=0, workers=1))
-    torch.manual_seed(0)
-    model = root / "convnext"
-    ConvNextModel(ConvNextConfig(patch_size=2, num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], image_size=32)).save_pretrained(model)
-    ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=1.0).save_pretrained(model)
-    acts = visae.extract(model=f"hf:{model}", layer="encoder.stages.1", data=f"synth-aircraft:{data}", split="train",
-                         out=root / "acts", dtype="fp32", batch_size=32, device="cpu")  # fmt: skip
-    return Path(acts.path)
+    return tiny_store(tmp_path_factory.mktemp("dp"))[2]
 
 
 @pytest.fixture(scope="module")

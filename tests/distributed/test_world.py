@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
 
 import pytest
 import torch
+from dist_helpers import free_port
 
 from visae.distributed import World, shard_range, world
 
@@ -34,12 +34,6 @@ def test_outside_torchrun_it_is_a_world_of_one_and_collectives_are_no_ops(monkey
     assert w.all_reduce(t, "x") is t and float(t) == 2.0
     assert w.gather_objects("a", "x") == ["a"] and w.broadcast_object(5, "x") == 5 and w.slice(7) == (0, 7)
     w.barrier("x")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 PROBE = textwrap.dedent('''
