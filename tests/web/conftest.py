@@ -14,15 +14,7 @@ pytest.importorskip("httpx")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "steering"))
 
 from run_fixture import build_run  # noqa: E402
-
-
-def snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    """Every path under ``root`` (files, folders, links) with its size and modification time."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        st = p.lstat()
-        out[str(p.relative_to(root))] = (st.st_size, st.st_mtime_ns)
-    return out
+from web_helpers import snapshot  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import snapshot
+from web_helpers import snapshot
 from PIL import Image
 
 from visae.analysis.db import FeatureDB

@@ -45,6 +45,7 @@ class EvalContext:
     _encoders: dict[str, Encoder] = field(default_factory=dict, repr=False)
     _steerer: Any = field(default=None, repr=False)
     _fit_sample: torch.Tensor | None = field(default=None, repr=False)
+    _random_sae: Any = field(default=None, repr=False)
 
     def encoder(self, name: str = "sae") -> Encoder:
         """The SAE (``sae``) or a baseline (``random_sae``, ``raw``, ``pca``, ``kmeans``), built on first use."""
@@ -59,28 +60,38 @@ class EvalContext:
         return self._codes[name]
 
     def fit_sample(self) -> torch.Tensor:
-        """A seeded sample of training tokens (never held-out ones) for fitting baselines."""
+        """A seeded sample of training tokens for fitting baselines. Only when the run's training store cannot be found
+        are held-out tokens used instead, and ``how`` (written with every result) says so."""
         if self._fit_sample is None:
             from visae.store.view import StoreView
 
             if self.train_store is None:
+                self.how += "; the training store cannot be found, so the baselines were fitted on these held-out tokens"
                 self._fit_sample = self.heldout.acts_TD[torch.randperm(len(self.heldout.acts_TD), generator=torch.Generator().manual_seed(self.seed))[: self.fit_tokens]]
             else:
                 self._fit_sample = StoreView(self.train_store).sample(self.fit_tokens, seed=self.seed)
         return self._fit_sample
 
-    def _build(self, name: str) -> Encoder:
-        if name == "sae":
-            return sae_encoder(self.sae)
-        if name == "random_sae":
+    def random_sae(self) -> Any:
+        """The random-init SAE of the evaluated one's spec, its run's normalisation folded in as the trainer folds it,
+        on the SAE's device (built once); or why there is none."""
+        if self._random_sae is None:
             from visae.analysis.baselines import random_sae, run_normalisation
 
             default_scale = float(self.train_store.scale) if self.train_store is not None else 1.0
             mean_D, scale = run_normalisation(self.run.normalization, self.fit_sample().double().mean(0).float(), default_scale)
             rand = random_sae(self.sae, mean_D, scale, self.seed)
+            self._random_sae = rand if isinstance(rand, str) else rand.to(next(self.sae.parameters()).device)
+        return self._random_sae
+
+    def _build(self, name: str) -> Encoder:
+        if name == "sae":
+            return sae_encoder(self.sae)
+        if name == "random_sae":
+            rand = self.random_sae()
             if isinstance(rand, str):
                 raise ValueError(rand)
-            return sae_encoder(rand.to(next(self.sae.parameters()).device), "random_sae", "latents of a random-init SAE")
+            return sae_encoder(rand, "random_sae", "latents of a random-init SAE")
         if name == "raw":
             return raw_encoder(self.fit_sample().double().mean(0).float())
         if name == "pca":

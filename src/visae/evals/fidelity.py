@@ -80,16 +80,13 @@ def evaluate(ctx: Any) -> dict[str, Any]:
     labels = imgs.label_B
     pixels = imgs.pixels_BCHW
     clean = s.logits(pixels)
-    from visae.analysis.baselines import random_sae, run_normalisation
     from visae.steering.splice import Splice
 
     mean_D = ctx.fit_sample().double().mean(0).float()
     out: dict[str, Any] = {"images": int(len(rows)), "head": s.head.to_json(), "clean": _measures(clean, clean, labels)}
     with Splice(s.backbone, s.sae, s.layer, mode="recon"):
         out["sae"] = _measures(s.logits(pixels), clean, labels)
-    default_scale = float(ctx.train_store.scale) if ctx.train_store is not None else 1.0
-    m, scale = run_normalisation(ctx.run.normalization, mean_D, default_scale)
-    rand = random_sae(s.sae, m, scale, ctx.seed)
+    rand = ctx.random_sae()
     if not isinstance(rand, str):
         with Splice(s.backbone, rand.to(s.backbone.device), s.layer, mode="recon"):
             out["random_sae"] = _measures(s.logits(pixels), clean, labels)

@@ -74,14 +74,10 @@ def evaluate(ctx: Any) -> dict[str, Any]:
     mean_D = acts_TD.double().mean(0)
     out: dict[str, Any] = {"tokens": int(len(acts_TD)), "images": ctx.heldout.n_images, "heldout": ctx.how}
     out["sae"] = reconstruction_of(ctx.sae, acts_TD, mean_D)
-    from visae.analysis.baselines import random_sae, run_normalisation
-
-    default_scale = float(ctx.train_store.scale) if ctx.train_store is not None else 1.0
-    train_mean_D = ctx.fit_sample().double().mean(0)
-    m, scale = run_normalisation(ctx.run.normalization, train_mean_D.float(), default_scale)
-    rand = random_sae(ctx.sae, m, scale, ctx.seed)
+    rand = ctx.random_sae()
     if not isinstance(rand, str):
-        out["random_sae"] = reconstruction_of(rand.to(next(ctx.sae.parameters()).device), acts_TD, mean_D)
+        out["random_sae"] = reconstruction_of(rand, acts_TD, mean_D)
+    train_mean_D = ctx.fit_sample().double().mean(0)
     sq_c = float((acts_TD.double() - mean_D).pow(2).sum())
     out["train_mean"] = {"nmse": float((acts_TD.double() - train_mean_D).pow(2).sum()) / max(sq_c, 1e-300)}
     return out

@@ -22,9 +22,8 @@ from visae.steering.config import AblateConfig, SteerConfig, parse_amount
 from visae.steering.edit import Edit, LatentOp
 from visae.steering.effects import effects, top_classes
 from visae.steering.session import Steerer
-from visae.steering.splice import apply_op
+from visae.steering.splice import edited_codes
 from visae.steering.suppress import Pool, own_images
-from visae.steering.tokens import selected_N
 
 STEER_DIR = "steer"
 
@@ -100,23 +99,16 @@ def _num(v: float) -> float | None:
 
 
 def _maps(steerer: Steerer, imgs: Any, edit: Edit) -> tuple[torch.Tensor, torch.Tensor]:
-    """(before, after) dense codes of the edited latents per cell, (B, U, G) each."""
+    """(before, after) dense codes of the edited latents per cell, (B, U, G) each: the edit's operations applied
+    as the splice applies them (``edited_codes``), prefix tokens (CLS, registers) left out of the maps."""
     x_BND = steerer.layer_tokens(imgs.pixels_BCHW)
     latents = edit.latents()
-    before = steerer.patch_codes(x_BND)[..., latents].permute(0, 2, 1)
-    z_edit = before.clone()  # the edit's ops applied in order, as the splice applies them
+    B, N, _ = x_BND.shape
     n_prefix = steerer.layout.n_prefix
-    for op in edit.ops:
-        if op.op == "steer":
-            continue
-        sel_N = selected_N(op, steerer.layout, x_BND.shape[1])[n_prefix:]
-        for latent in op.latents:
-            u = latents.index(latent)
-            sel_BG = sel_N[None, :].expand(len(z_edit), -1)
-            if op.where == "active":
-                sel_BG = sel_BG & (before[:, u] > 0)
-            z_edit[:, u] = torch.where(sel_BG, apply_op(op, z_edit[:, u]), z_edit[:, u])
-    return before, z_edit
+    z_BNU = torch.zeros(B, N, len(latents))
+    z_BNU[:, n_prefix:] = steerer.patch_codes(x_BND)[..., latents]
+    z_edit_BNU = edited_codes(edit, steerer.layout, N, B, z_BNU.reshape(B * N, -1), latents).reshape(B, N, -1)
+    return z_BNU[:, n_prefix:].permute(0, 2, 1), z_edit_BNU[:, n_prefix:].permute(0, 2, 1)
 
 
 def _heatmap(steerer: Steerer, imgs: Any, b: int, maps: tuple[torch.Tensor, torch.Tensor], cfg: SteerConfig,

@@ -72,6 +72,7 @@ class Steerer:
         self.store_split = str(store_meta.get("split") or "")
         self._dataset: Any = None
         self._splits: dict[str, Any] = {}
+        self._ids: dict[str, dict[str, int]] = {}
         self._max_act_S: np.ndarray | None = None
         self.head = head
 
@@ -144,7 +145,9 @@ class Steerer:
         """Split indices of image ids of the store's split (a one-line error for an id it does not hold)."""
         split = split or self.store_split
         sp = self.split(split)
-        known = {sp.image_id(i): i for i in range(len(sp))}
+        if split not in self._ids:  # built once per split: a steering session looks ids up again and again
+            self._ids[split] = {sp.image_id(i): i for i in range(len(sp))}
+        known = self._ids[split]
         out = []
         for image_id in ids:
             if image_id not in known:

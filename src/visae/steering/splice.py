@@ -90,24 +90,40 @@ def splice_tokens(x_BND: torch.Tensor, layout: TokenLayout, sae: SAE, edit: Edit
     col = {latent: j for j, latent in enumerate(latents)}
     latents_U = torch.tensor(latents, device=w.device)
     z_TU = latent_acts(sae.encode(x_TD), latents_U)
-    z_edit_TU = z_TU.clone()
+    z_edit_TU = edited_codes(edit, layout, n, b, z_TU, latents)
     steer_TD = torch.zeros_like(x_TD)
     dir_UD = w[latents_U].float()
     for latent, d_D in (directions or {}).items():
         if latent in col:
             dir_UD[col[latent]] = d_D.to(dir_UD)
     for op in edit.ops:
-        cols = torch.tensor([col[i] for i in op.latents], device=w.device)
-        sel_TL = selected_N(op, layout, n).repeat(b).to(w.device)[:, None].expand(-1, len(cols))
-        if op.where == "active":
-            sel_TL = sel_TL & (z_TU[:, cols] > 0)
         if op.op == "steer":
+            cols = torch.tensor([col[i] for i in op.latents], device=w.device)
             unit_LD = dir_UD[cols] / dir_UD[cols].norm(dim=1, keepdim=True).clamp_min(1e-12)
-            steer_TD += (sel_TL.float() * op.value) @ unit_LD
-        else:
-            z_edit_TU[:, cols] = torch.where(sel_TL, apply_op(op, z_edit_TU[:, cols]), z_edit_TU[:, cols])
+            steer_TD += (selection(op, layout, n, b, z_TU[:, cols]).float() * op.value) @ unit_LD
     delta_TD = (z_edit_TU - z_TU) @ dir_UD + steer_TD  # = x_hat_edit - x_hat (+ steering)
     return (x_TD + delta_TD).reshape(b, n, d).to(x_BND.device)
+
+
+def selection(op: LatentOp, layout: TokenLayout, n: int, b: int, z_TL: torch.Tensor) -> torch.Tensor:
+    """(T, L) bool: the tokens of ``b`` images of ``n`` tokens that ``op`` edits, for each of its latents
+    (``z_TL``: their unedited activations, for where='active')."""
+    sel_TL = selected_N(op, layout, n).repeat(b).to(z_TL.device)[:, None].expand(-1, z_TL.shape[1])
+    return sel_TL & (z_TL > 0) if op.where == "active" else sel_TL
+
+
+def edited_codes(edit: Edit, layout: TokenLayout, n: int, b: int, z_TU: torch.Tensor, latents: list[int]) -> torch.Tensor:
+    """``z_edit_TU``: the activations of ``latents`` (``edit.latents()``) on b images of n tokens after the edit's
+    set/scale/add/zero/clamp operations, in order (steer operations leave the codes alone)."""
+    col = {latent: j for j, latent in enumerate(latents)}
+    z_edit_TU = z_TU.clone()
+    for op in edit.ops:
+        if op.op == "steer":
+            continue
+        cols = torch.tensor([col[i] for i in op.latents], device=z_TU.device)
+        sel_TL = selection(op, layout, n, b, z_TU[:, cols])
+        z_edit_TU[:, cols] = torch.where(sel_TL, apply_op(op, z_edit_TU[:, cols]), z_edit_TU[:, cols])
+    return z_edit_TU
 
 
 class Splice:

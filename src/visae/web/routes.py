@@ -419,10 +419,8 @@ def make_router(states: list[RunState]) -> APIRouter:
     def steer(run: int, body: SteerIn) -> dict[str, Any]:
         """Set latents to multiples of their max activation on one image: the class probabilities, the latents'
         maps and the patch probe's segmentation before and after."""
-        import torch
-
         from visae.steering.edit import Edit, LatentOp
-        from visae.steering.effects import margin, top_classes
+        from visae.steering.effects import effects, top_classes
         from visae.steering.splice import splice_tokens
 
         rs = run_of(run)
@@ -467,17 +465,14 @@ def make_router(states: list[RunState]) -> APIRouter:
                            "after": probe.predict(x2_BND[0, n0:]).reshape(H, W).tolist(), "parts": list(probe.part_names)}  # fmt: skip
             names = st.class_names
         label = int(clean["imgs"].label_B[0])
-        lab = torch.tensor([label])
-        logp, logq = before_L.double().log_softmax(0), after_L.double().log_softmax(0)
-        kl = float((logp.exp() * (logp - logq)).sum().clamp_min(0))
+        eff = effects(before_L[None], after_L[None], clean["imgs"].label_B[:1])
         return finite({
             "before": [{"class": c, "p": p} for c, p in top_classes(before_L, names)],
             "after": [{"class": c, "p": p} for c, p in top_classes(after_L, names)],
-            "probs_before": logp.exp().tolist(), "probs_after": logq.exp().tolist(),
+            "probs_before": before_L.double().softmax(0).tolist(), "probs_after": after_L.double().softmax(0).tolist(),
             "true": names[label] if 0 <= label < len(names) else None,
-            "margin_before": float(margin(before_L[None].double(), lab)[0]),
-            "margin_after": float(margin(after_L[None].double(), lab)[0]),
-            "flip": int(before_L.argmax()) != int(after_L.argmax()), "kl": kl, "maps": maps, "segmentation": seg,
+            "margin_before": float(eff.margin_before_B[0]), "margin_after": float(eff.margin_after_B[0]),
+            "flip": bool(eff.flip_B[0]), "kl": float(eff.kl_B[0]), "maps": maps, "segmentation": seg,
         })  # fmt: skip
 
     return api
