@@ -62,6 +62,14 @@ class World:
             _collective(what, lambda: torch.distributed.all_reduce(t, op=red))
         return t
 
+    def all_gather(self, t: torch.Tensor, what: str) -> torch.Tensor:
+        """Every rank's ``t`` (same shape on every rank), stacked in rank order: ``[size, *t.shape]``."""
+        if not self.distributed:
+            return t.unsqueeze(0)
+        out = [torch.empty_like(t) for _ in range(self.size)]
+        _collective(what, lambda: torch.distributed.all_gather(out, t.contiguous()))
+        return torch.stack(out)
+
     def broadcast_object(self, obj: Any, what: str, src: int = 0) -> Any:
         """Rank ``src``'s ``obj`` on every rank."""
         if not self.distributed:
@@ -76,6 +84,14 @@ class World:
             return [obj]
         out: list[Any] = [None] * self.size
         _collective(what, lambda: torch.distributed.all_gather_object(out, obj))
+        return out
+
+    def gather_to_main(self, obj: Any, what: str) -> list[Any] | None:
+        """Every rank's ``obj`` in rank order on rank 0 (None on the others): for state too big to send everywhere."""
+        if not self.distributed:
+            return [obj]
+        out: list[Any] | None = [None] * self.size if self.main else None
+        _collective(what, lambda: torch.distributed.gather_object(obj, out, dst=0))
         return out
 
 

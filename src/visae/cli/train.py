@@ -40,6 +40,7 @@ def train_cmd(
     seed: Optional[int] = option(T, "seed"),
     dtype: Optional[str] = option(T, "dtype"),
     device: Optional[str] = option(T, "device"),
+    parallel: Optional[str] = option(T, "parallel"),
     resume: Optional[bool] = option(T, "resume"),
     force: Optional[bool] = option(T, "force"),
     lr_warmup: Optional[float] = option(T, "lr_warmup", panel=SCHEDULE),

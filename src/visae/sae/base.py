@@ -140,6 +140,10 @@ class SAE(nn.Module):
             along_S11 = torch.bmm(g.unsqueeze(1), W.unsqueeze(2))  # (g . w) per row, no [S, D] temporary
             g.addcmul_(along_S11.view(-1, 1).expand_as(W), W, value=-1.0)  # g -= (g . w) w
 
+    def clip_grad_norm(self, max_norm: float) -> Tensor:
+        """Scale every gradient so that their total norm is at most ``max_norm``; returns the norm before."""
+        return torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm)
+
     @torch.no_grad()
     def fold_normalization(self, mean_D: Tensor, scale: float) -> None:
         """Make an SAE trained on ``(x - mean) * scale`` take raw ``x``.

@@ -6,7 +6,9 @@ remove the decoder-parallel gradient, clip, Adam, re-normalise the decoder.
 Data-parallel (a ``World`` of several ranks, each with its own rows of the global batch): after
 the backward one all-reduce per SAE averages the gradients and float buffers and sums the fired
 counts, so every rank takes the same step; measured metrics are all-reduced sums, i.e. those of
-the global batch.
+the global batch. Latent-sharded (the SAE is a ``sharded.ShardedTopKSAE``, this rank's slice of the
+latents): the SAE's forward and gradient clipping communicate; ``state()`` gathers the whole SAE on
+rank 0 and ``load_state`` takes this rank's slice of one, so checkpoints are those of one process.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from visae.errors import VisaeError
 from visae.sae import kernels
 from visae.sae.adam import MemoryOrderAdam, make_adam  # noqa: F401 - MemoryOrderAdam re-exported
 from visae.sae.base import SAE
+from visae.sae.sharded import ShardedTopKSAE, gather_state, slice_state, whole_sae
 from visae.sae.train_config import DEFAULT_SPARSITY, SAEHparams, TrainConfig
 
 DENSITY_HALF_LIFE = 1_000_000
@@ -51,21 +54,28 @@ class Member:
         """The data-parallel job this SAE trains in (None: one process)."""
         if self.world is not None and hasattr(sae, "dp_world"):
             sae.dp_world = self.world  # BatchTopK-family selection over the global batch
+        self.shard = sae if isinstance(sae, ShardedTopKSAE) else None
+        """This rank's slice of a latent-sharded SAE (None: the whole SAE is here)."""
         self.dead_tokens = dead_tokens
         """A latent that has not fired for this many tokens is dead (AuxK trains it)."""
         self.name = hp.label()
-        self.base_lr = hp.learning_rate(sae.d_sae)
+        self.base_lr = hp.learning_rate(self.shard.full_spec.d_sae if self.shard is not None else sae.d_sae)
         term = sae.sparsity_term
         self.sparsity = (hp.sparsity_coeff if hp.sparsity_coeff is not None else DEFAULT_SPARSITY.get(term, 0.0)) if term else 0.0
+        self._fresh_state()
+        self.last: dict[str, float] = {}
+        """Metrics of the last measured training batch (training-time codes)."""
+        self.heldout: dict[str, float] | None = None
+        """Metrics of the last held-out evaluation (inference-time codes)."""
+
+    def _fresh_state(self) -> None:
+        """Optimiser and per-latent counters for ``self.sae`` (as at step 0)."""
+        sae = self.sae
         self.opt = make_adam([p for p in sae.parameters()], self.base_lr)
         dev = sae.W_dec.device
         self.since_fired_S = torch.zeros(sae.d_sae, dtype=torch.int64, device=dev)
         self.count_S = torch.zeros(sae.d_sae, dtype=torch.float64, device=dev)
         self.count_tokens = 0.0
-        self.last: dict[str, float] = {}
-        """Metrics of the last measured training batch (training-time codes)."""
-        self.heldout: dict[str, float] | None = None
-        """Metrics of the last held-out evaluation (inference-time codes)."""
 
     def coeffs(self, step: int) -> dict[str, float]:
         c = {"auxk": self.hp.auxk_coeff, "prefix": 1.0}
@@ -105,7 +115,7 @@ class Member:
         if self.world is not None:
             fired_S = self._all_reduce_step(out.codes.count_S(), step)
         sae.remove_parallel_grad()
-        torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip)
+        sae.clip_grad_norm(cfg.grad_clip)
         self.opt.step()
         sae.normalize_decoder()
         if self.world is not None:
@@ -160,18 +170,23 @@ class Member:
 
     @torch.no_grad()
     def _measure(self, x_BD, recon_BD, codes, loss, terms, lr, dead_S) -> dict[str, float]:
+        dense_S = self.density_S() > DENSE_RATE
+        dead, dense, S = int(dead_S.sum()), int(dense_S.sum()), dead_S.numel()
         if self.world is not None:
             loss, err, var, l0, terms = self._global_figures(x_BD, recon_BD, codes, loss, terms)
         else:
             err = (recon_BD.float() - x_BD).pow(2).sum()
             var = (x_BD - x_BD.mean(dim=0)).pow(2).sum().clamp_min(1e-12)
             l0 = codes.l0_B().float().mean()
+        if self.shard is not None:  # the reconstruction is whole on every rank; the codes are this rank's latents'
+            l0, dead, dense = self.shard.latent_counts(codes.l0_B(), dead_S, dense_S)
+            S = self.shard.full_spec.d_sae
         stats = {
             "loss": float(loss),
             "nmse": float(err / var),
             "l0": float(l0),
-            "dead_pct": 100.0 * float(dead_S.float().mean()),
-            "dense_pct": 100.0 * float((self.density_S() > DENSE_RATE).float().mean()),
+            "dead_pct": 100.0 * dead / S,
+            "dense_pct": 100.0 * dense / S,
             "lr": lr,
         }
         stats.update({k: float(v) for k, v in terms.items()})
@@ -198,8 +213,10 @@ class Member:
         """Running fraction of tokens on which each latent fires."""
         return (self.count_S / max(self.count_tokens, 1.0)).float()
 
-    def state(self) -> dict[str, Any]:
-        return {
+    def state(self) -> dict[str, Any] | None:
+        """Everything a checkpoint keeps of this SAE. Latent-sharded: a collective (every rank calls it) that
+        returns the whole SAE's state on rank 0 and None on the others."""
+        local = {
             "sae": self.sae.state_dict(),
             "opt": self.opt.state_dict(),
             "since_fired_S": self.since_fired_S.cpu(),
@@ -208,8 +225,12 @@ class Member:
             "last": dict(self.last),  # a run resumed at its last step saves these figures as an uninterrupted run
             "heldout": self.heldout,
         }
+        return local if self.shard is None else gather_state(local, self.shard)
 
     def load_state(self, state: dict[str, Any]) -> None:
+        """Restore a ``state()`` (a latent-sharded SAE takes its slice of the whole SAE's)."""
+        if self.shard is not None:
+            state = slice_state(state, self.shard)
         self.sae.load_state_dict(state["sae"])
         self.opt.load_state_dict(state["opt"])
         self.since_fired_S.copy_(state["since_fired_S"])
@@ -217,6 +238,19 @@ class Member:
         self.count_tokens = state["count_tokens"]
         self.last = dict(state.get("last") or {})  # (checkpoints written before they were kept: {})
         self.heldout = state.get("heldout")
+
+
+    def unshard(self) -> None:
+        """Latent-sharded: make rank 0's member hold the whole SAE (on the CPU) with its optimiser state and
+        counters, for saving; the other ranks keep their slices. A collective; a no-op when not sharded."""
+        if self.shard is None:
+            return
+        shard, state = self.shard, self.state()
+        if state is None:
+            return
+        self.sae, self.shard = whole_sae(shard, state), None
+        self._fresh_state()
+        self.load_state(state)
 
 
 class NonFiniteLoss(VisaeError):

@@ -38,6 +38,7 @@ class TokenSource(Protocol):
         start: int = 0,
         epochs: int | None = None,
         drop_last: bool = True,
+        part: tuple[int, int] | None = None,
     ) -> Iterator[Tensor]: ...
 
     def sample(self, n: int, seed: int, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -55,6 +56,9 @@ class TensorSource:
 
     ``batches(..., start=t)`` yields exactly what an iterator started at 0 would yield
     after ``t`` tokens: each epoch is a fresh permutation seeded by ``(seed, epoch)``.
+    ``part=(r, R)`` yields rank ``r``'s rows of it, those at positions ``i % R == r``, in local
+    batches of ``batch_size`` (``start`` counts the rank's tokens); every rank gets
+    ``floor((N // R) / batch_size)`` batches per epoch, a rank's surplus row is dropped.
     """
 
     def __init__(self, acts_ND: Tensor, meta: Any = None):
@@ -81,14 +85,22 @@ class TensorSource:
         start: int = 0,
         epochs: int | None = None,
         drop_last: bool = True,
+        part: tuple[int, int] | None = None,
     ) -> Iterator[Tensor]:
         N = len(self)
-        per_epoch = (N // batch_size) * batch_size if drop_last else N
+        r, R = part or (0, 1)
+        if part is not None and not (0 <= r < R and drop_last):
+            raise VisaeError(f"part=(rank, ranks) needs 0 <= rank < ranks and drop_last, got part={part}, drop_last={drop_last}",
+                             "pass torchrun's rank and world size, and drop_last=True")  # fmt: skip
+        n = N // R  # rows of the poorest rank
+        per_epoch = (n // batch_size) * batch_size if drop_last else N
         if per_epoch == 0:
-            raise VisaeError(f"batch size {batch_size} is larger than the {N} tokens available", "lower --batch-size")
+            ranks = f" per rank over {R} ranks" if part is not None else ""
+            raise VisaeError(f"batch size {batch_size} is larger than the {n} tokens available{ranks}",
+                             "lower --batch-size" + (" or use fewer ranks" if part is not None else ""))  # fmt: skip
         epoch, offset = divmod(start, per_epoch)
         while epochs is None or epoch < epochs:
-            order = self._order(epoch, seed) if shuffle else torch.arange(N)
+            order = (self._order(epoch, seed) if shuffle else torch.arange(N))[r::R]
             for i in range(offset, per_epoch, batch_size):
                 yield self.acts_ND[order[i : i + batch_size]].to(dtype)
             epoch, offset = epoch + 1, 0

@@ -106,6 +106,11 @@ class TrainConfig(Config):
     GPU and fp32 on a CPU (where bf16 buys less)."""
     device: str = "auto"
     """'auto' (cuda when available), 'cpu' or 'cuda[:i]'."""
+    parallel: Literal["data", "sweep", "latents"] = "data"
+    """How a torchrun job splits the run over its ranks (one process ignores it): data (every rank trains every
+    SAE on its share of each batch), sweep (each rank trains its own SAEs of the sweep on whole batches) or latents
+    (each rank holds a slice of every SAE's latents, the top-k chosen over all of them: SAEs too wide for one
+    device; topk only). docs/distributed.md."""
     resume: bool = False
     """Continue the run in --out from its last checkpoint."""
     force: bool = False
@@ -156,6 +161,6 @@ class TrainConfig(Config):
         """What must not change between a run and its --resume."""
         from pathlib import Path
 
-        values = self.model_dump(exclude={"resume", "force", "out", "device"})
+        values = self.model_dump(exclude={"resume", "force", "out", "device", "parallel"})
         values["store"] = str(Path(self.store).resolve())
         return values

@@ -5,12 +5,12 @@ SAE of the run. Checkpoints are atomic and carry the data position, so ``--resum
 after a kill reaches the same weights as an uninterrupted run. At the end each SAE is
 saved, normalisation folded in, as a SAELens folder ``RUN/saes/NAME``.
 
-Under ``torchrun --nproc-per-node N`` the run is data-parallel (``visae.distributed``): every rank
-streams the same global batches of ``--batch-size`` tokens and trains on its own contiguous
-``batch_size / N`` rows of each; gradients (averaged), float buffers (averaged) and fired-latent
-counts (summed) are all-reduced every step, so weights, optimiser state and dead-latent counters
-stay identical on every rank. Only rank 0 writes into the run directory; its checkpoints count
-steps of the global batch, so any world size resumes them.
+Under ``torchrun --nproc-per-node N`` (``visae.distributed``) the run is split by data (the default:
+every rank streams the same global batches of ``--batch-size`` tokens and trains on its own contiguous
+``batch_size / N`` rows of each; gradients, float buffers and fired-latent counts are all-reduced every
+step, so weights, optimiser state and dead-latent counters stay identical on every rank), by SAE or by
+latent (``--parallel``, ``placement.py``). Only rank 0 writes into the run directory; its checkpoints
+hold whole SAEs and count steps of the global batch, so any world size and mode resumes them.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from visae.sae.guards import plan
 from visae.sae.importers import RUN_KIND, RUN_SAES, load_sae, run_sae_dirs
 from visae.sae.init import init_b_dec, sample_tokens
 from visae.sae.member import Member
+from visae.sae.placement import Placement
 from visae.sae.saelens import save_saelens
 from visae.sae.source import TokenSource
 from visae.sae.train_config import TrainConfig
@@ -108,9 +109,7 @@ def _train(cfg: TrainConfig, source: TokenSource | None, w: World) -> Run:
                 f"{tokens} training tokens and {len(train_src)} tokens to train on make no full batch of {planned.batch_size}",
                 "lower --batch-size or raise --training-tokens",
             )
-        if planned.batch_size % w.size:
-            raise VisaeError(f"--batch-size {planned.batch_size} does not split over {w.size} ranks",
-                             f"pass a multiple of {w.size} (--batch-size is the global batch; each rank takes 1/{w.size})")  # fmt: skip
+        Placement(planned, w).check(planned, src.d)
         return src, train_src, eval_src, planned, total_steps, _finished_same(planned)
 
     source, train_src, eval_src, cfg, total_steps, done = together(w, "train: set up", setup)
@@ -138,8 +137,9 @@ def _train(cfg: TrainConfig, source: TokenSource | None, w: World) -> Run:
     mean_D, scale = _normalisation(train_src, cfg, device)
     dead_tokens = dead_window(cfg, total_steps * cfg.batch_size)
     torch.manual_seed(cfg.seed)
-    members = [Member(hp, create_sae(hp.spec(source.d)).to(device), cfg, total_steps, dead_tokens, world=w)
-               for hp in cfg.saes]  # fmt: skip
+    place = Placement(cfg, w)
+    members = [Member(hp, place.build(create_sae(hp.spec(source.d))).to(device if place.trains(i) else "cpu"), cfg,
+                      total_steps, dead_tokens, world=place.member_world()) for i, hp in enumerate(cfg.saes)]  # fmt: skip
     if state is None:
         if w.main:
             write_json(out / CONFIG_FILE, cfg.model_dump(mode="json"))
@@ -153,9 +153,11 @@ def _train(cfg: TrainConfig, source: TokenSource | None, w: World) -> Run:
         start = _restore(members, state, source, out, w)
     check_same_weights(members, w)
     evaluator = HeldOut(eval_src, mean_D, scale, cfg, total_steps) if eval_src is not None else None
-    _loop(members, train_src, cfg, out, start, total_steps, mean_D, scale, evaluator, w)
+    _loop(members, train_src, cfg, out, start, total_steps, mean_D, scale, evaluator, place)
+    layout = place.describe(members)
+    place.gather(members)
     if w.main:
-        _finish(members, source, cfg, out, mean_D, scale, total_steps, evaluator)
+        _finish(members, source, cfg, out, mean_D, scale, total_steps, evaluator, layout)
     return Run(out, [m.name for m in members])
 
 
@@ -181,11 +183,13 @@ def together(w: World, what: str, fn: Any) -> Any:
 @torch.no_grad()
 def check_same_weights(members: list[Member], w: World) -> None:
     """Refuse to train when the ranks' SAEs differ (a cheap checksum: per SAE, the sum and the sum of
-    squares of its parameters and buffers, min- and max-reduced over the ranks)."""
+    squares of its parameters and buffers, min- and max-reduced over the ranks; only b_dec of a
+    latent-sharded SAE, whose other weights are slices)."""
     if not w.distributed:
         return
-    sums = torch.tensor([[float(t.double().sum()), float(t.double().pow(2).sum())]
-                         for m in members for t in m.sae.state_dict().values() if t.is_floating_point()],
+    tensors = [t for m in members for key, t in m.sae.state_dict().items()
+               if t.is_floating_point() and (m.shard is None or key == "b_dec")]  # fmt: skip
+    sums = torch.tensor([[float(t.double().sum()), float(t.double().pow(2).sum())] for t in tensors],
                         dtype=torch.float64).flatten()  # fmt: skip
     dev = members[0].sae.W_dec.device if w.backend == "nccl" else torch.device("cpu")
     lo, hi = sums.to(dev), sums.clone().to(dev)
@@ -334,9 +338,9 @@ def _restore(members: list[Member], state: dict[str, Any], source: TokenSource, 
     return step
 
 
-def _loop(members, source, cfg, out, start, total_steps, mean_D, scale, evaluator, w: World) -> None:
-    # every rank streams the same global batches (positions in global tokens) and keeps its own rows
-    a, b = w.slice(cfg.batch_size)
+def _loop(members, source, cfg, out, start, total_steps, mean_D, scale, evaluator, place: Placement) -> None:
+    # every rank streams the same global batches (positions in global tokens); data-parallel ranks keep their rows
+    w, rows = place.world, place.rows(cfg.batch_size)
     batches = source.batches(
         cfg.batch_size, shuffle=True, seed=cfg.seed, dtype=torch.float32, start=start * cfg.batch_size, epochs=None,
         **({"pin_memory": True} if mean_D.device.type == "cuda" else {}),
@@ -347,13 +351,16 @@ def _loop(members, source, cfg, out, start, total_steps, mean_D, scale, evaluato
         t0, t_tokens = time.perf_counter(), 0
         for step in range(start, total_steps):
             x_BD = next(batches)
-            if w.distributed:
-                x_BD = x_BD[a:b]
+            if rows is not None:
+                x_BD = x_BD[rows[0] : rows[1]]
             x_BD = (x_BD.to(mean_D.device, non_blocking=True) - mean_D) * scale
             log = (step + 1) % cfg.log_every == 0 or step + 1 == total_steps
-            for m in members:
-                m.step(x_BD, step, measure=log)
-            t_tokens += x_BD.shape[0] * w.size
+            for i, m in enumerate(members):
+                if place.trains(i):
+                    m.step(x_BD, step, measure=log)
+            t_tokens += cfg.batch_size
+            if log:
+                place.share_metrics(members)
             if log and w.main:
                 rate = t_tokens / max(time.perf_counter() - t0, 1e-9)
                 _log(out, members, step, cfg.batch_size, rate)
@@ -361,10 +368,14 @@ def _loop(members, source, cfg, out, start, total_steps, mean_D, scale, evaluato
                 t0, t_tokens = time.perf_counter(), 0
             elif log:
                 t0, t_tokens = time.perf_counter(), 0
-            if evaluator is not None and evaluator.due(step + 1) and w.main:  # the other ranks wait at the next step
-                _log_heldout(out, members, step + 1, cfg.batch_size, evaluator)
-            if (step + 1) % ckpt_steps == 0 and step + 1 < total_steps and w.main:
-                _checkpoint(out, members, step + 1, cfg.batch_size)
+            if evaluator is not None and evaluator.due(step + 1):  # data-parallel: the other ranks wait at the next step
+                results = place.heldout(members, evaluator.normalised)
+                if w.main:
+                    _log_heldout(out, members, step + 1, cfg.batch_size, results)
+            if (step + 1) % ckpt_steps == 0 and step + 1 < total_steps:
+                states = place.states(members)
+                if w.main:
+                    _checkpoint(out, states, step + 1, cfg.batch_size)
             bar.advance(task)
 
 
@@ -386,19 +397,17 @@ class HeldOut:
     def normalised(self, sae: SAE) -> dict[str, Any]:
         """Metrics of a training-space SAE (it takes (x - mean) * scale)."""
         return evaluate(sae, self.chunks(), batch_size=self.cfg.batch_size,
-                        prepare=lambda x: (x - self.mean_D) * self.scale)  # fmt: skip
+                        prepare=lambda x: (x - self.mean_D.to(x.device)) * self.scale)  # fmt: skip
 
     def raw(self, sae: SAE) -> dict[str, Any]:
         """Metrics of a saved SAE (normalisation folded in: it takes raw activations)."""
         return evaluate(sae, self.chunks(), batch_size=self.cfg.batch_size)
 
 
-def _log_heldout(out: Path, members: list[Member], step: int, batch_size: int, evaluator: HeldOut,
-                 final: dict[str, dict[str, Any]] | None = None) -> None:  # fmt: skip
+def _log_heldout(out: Path, members: list[Member], step: int, batch_size: int, results: dict[str, dict[str, Any]]) -> None:
     lines = []
     for m in members:
-        res = final[m.name] if final else evaluator.normalised(m.sae)
-        m.heldout = res
+        res = m.heldout = results[m.name]
         lines.append(json.dumps({"step": step, "tokens": step * batch_size, "sae": m.name, "split": "heldout", **res}))
     with open(out / METRICS_FILE, "a") as f:
         f.write("\n".join(lines) + "\n")
@@ -456,13 +465,13 @@ def _truncate_metrics(out: Path, step: int) -> None:
     write_text(out / METRICS_FILE, "".join(line + "\n" for line in kept))
 
 
-def _checkpoint(out: Path, members: list[Member], step: int, batch_size: int) -> None:
-    state = {"step": step, "tokens": step * batch_size, "members": {m.name: m.state() for m in members}}
-    save_checkpoint(out, state)
+def _checkpoint(out: Path, states: dict[str, Any] | None, step: int, batch_size: int) -> None:
+    """Write the checkpoint of ``step`` from every SAE's ``Member.state()`` (``Placement.states``)."""
+    save_checkpoint(out, {"step": step, "tokens": step * batch_size, "members": states})
 
 
-def _finish(members, source, cfg, out, mean_D, scale, total_steps, evaluator) -> None:
-    _checkpoint(out, members, total_steps, cfg.batch_size)
+def _finish(members, source, cfg, out, mean_D, scale, total_steps, evaluator, layout=None) -> None:
+    _checkpoint(out, {m.name: m.state() for m in members}, total_steps, cfg.batch_size)
     meta = store_meta(source, cfg, mean_D, scale)
     final: dict[str, dict[str, Any]] = {}
     for m in members:
@@ -477,8 +486,8 @@ def _finish(members, source, cfg, out, mean_D, scale, total_steps, evaluator) ->
         log_density = (m.density_S().cpu() + 1e-10).log10()
         write_with(folder / "sparsity.safetensors", lambda tmp, t=log_density: save_file({"sparsity": t}, str(tmp)))
     if evaluator is not None:
-        _log_heldout(out, members, total_steps, cfg.batch_size, evaluator, final)
-    write_json(out / SUMMARY_FILE, run_summary(members, cfg, final, total_steps))
+        _log_heldout(out, members, total_steps, cfg.batch_size, final)
+    write_json(out / SUMMARY_FILE, run_summary(members, cfg, final, total_steps, layout))
     write_marker(out, RUN_KIND, saes=[m.name for m in members], complete=True)
     from visae.sae.plots import plot_run
 
@@ -498,9 +507,12 @@ def _heldout_meta(res: dict[str, Any] | None, cfg: TrainConfig) -> dict[str, Any
     return {**res, "held_out": source}
 
 
-def run_summary(members: list[Member], cfg: TrainConfig, final: dict[str, dict[str, Any]], total_steps: int) -> dict[str, Any]:
-    """RUN/summary.json: per SAE the held-out metrics of the saved SAE, and the last training batch's, labelled."""
+def run_summary(members: list[Member], cfg: TrainConfig, final: dict[str, dict[str, Any]], total_steps: int,
+                layout: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """RUN/summary.json: per SAE the held-out metrics of the saved SAE, and the last training batch's, labelled;
+    under torchrun, how the run was split over the ranks (``Placement.describe``)."""
     return {
+        **({"parallel": layout} if layout else {}),
         "trained_tokens": total_steps * cfg.batch_size,
         "tokens": cfg.tokens,
         "held_out": (f"store {cfg.eval_store}" if cfg.eval_store else f"{cfg.holdout:.0%} of the images") if final else None,

@@ -260,8 +260,9 @@ class Store:
         prefetch: int = 2,
         pin_memory: bool = False,
         drop_last: bool = True,
+        part: tuple[int, int] | None = None,
     ) -> Iterator[torch.Tensor]:
-        """Training batches ``(batch_size, D)``: see ``visae.store.stream.batches``."""
+        """Training batches ``(batch_size, D)`` (rank ``r``'s part with ``part=(r, R)``): see ``visae.store.stream.batches``."""
         from visae.store.stream import batches
 
         return batches(
@@ -278,6 +279,7 @@ class Store:
             prefetch=prefetch,
             pin_memory=pin_memory,
             drop_last=drop_last,
+            part=part,
         )
 
 

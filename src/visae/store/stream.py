@@ -19,6 +19,16 @@ of its window, i.e. from about a thousand random places of the store; memory hol
 plus ``prefetch`` batches, whatever the store's size. The stream is a pure function of
 ``(seed, e)``, so resuming at ``start`` tokens skips whole windows without reading them and
 continues the very same stream.
+
+**Per-rank parts** (``part=(r, R)``, for data-parallel training): rank ``r`` of ``R`` takes the
+blocks at positions ``i % R == r`` of the epoch's block order (the very same order, blocks
+holding no selected token left out), so every block is read by exactly one rank. It groups
+its blocks into windows of at most ``buffer_tokens // R`` tokens (all ranks together hold
+about one window) and emits each window's selected tokens in the order
+``default_rng([seed, e, w, r, R]).permutation(n_kept)``. The ranks agree on epoch boundaries
+without talking: every rank can count every rank's selected tokens of epoch ``e`` from the
+plan, and each epoch gives every rank the same number of full batches, as many as the
+poorest rank fills; a richer rank's surplus (about a block per rank) is dropped for that epoch.
 """
 
 from __future__ import annotations
@@ -58,12 +68,19 @@ def batches(
     prefetch: int = 2,
     pin_memory: bool = False,
     drop_last: bool = True,
+    part: tuple[int, int] | None = None,
 ) -> Iterator[torch.Tensor]:
     """Yield ``(batch_size, D)`` tensors of ``dtype``; ``start`` tokens of the stream are skipped.
 
     ``epochs=None`` streams forever. With ``drop_last`` the tail of each epoch that does
     not fill a batch is dropped; batches never span two epochs. ``selection`` limits the
     stream to some token kinds and images; ``pin_memory`` pins batches for fast GPU copies.
+
+    ``part=(r, R)`` streams rank ``r``'s part of ``R`` disjoint parts (see the module docstring):
+    ``batch_size`` is then the rank's local batch and ``start`` counts the rank's own tokens
+    (step x local batch). Every rank gets the same number of batches per epoch,
+    ``floor(min over ranks of its selected tokens / batch_size)``; the surplus of the other
+    ranks (about a block each) is dropped for that epoch. It needs ``drop_last``.
     """
     if batch_size < 1:
         raise VisaeError(f"batch size must be positive, got {batch_size}", "pass a positive --batch-size")
@@ -74,12 +91,16 @@ def batches(
         buffer_tokens = max(store.meta.shard_tokens, DEFAULT_BUFFER_BYTES // row_bytes)
     if block_tokens is None:
         block_tokens = max(64, DEFAULT_BLOCK_BYTES // row_bytes)
-    plan = _Plan(store, selection or Selection(), shuffle, seed, max(1, buffer_tokens), max(1, block_tokens))
-    n = plan.n_selected
-    per_epoch = (n // batch_size) * batch_size if drop_last else n
-    if per_epoch == 0:
-        raise VisaeError(f"the store holds {n} selected tokens, fewer than one batch of {batch_size}", "use a smaller batch size")
-    produce = plan.stream(batch_size, per_epoch, drop_last, start, epochs)
+    if part is not None:
+        r, R = part
+        if not 0 <= r < R:
+            raise VisaeError(f"part=(rank, ranks) needs 0 <= rank < ranks, got {part}", "pass torchrun's rank and world size")
+        if not drop_last:
+            raise VisaeError("per-rank parts (part=) need drop_last: every rank yields the same number of full batches",
+                             "pass drop_last=True")  # fmt: skip
+    plan = _Plan(store, selection or Selection(), shuffle, seed, max(1, buffer_tokens), max(1, block_tokens), part)
+    plan.per_epoch(0, batch_size, drop_last)  # raises here, not in the prefetch thread, when no batch fits
+    produce = plan.stream(batch_size, drop_last, start, epochs)
     convert = (_to_torch(store, b, dtype, pin_memory) for b in produce)
     return _prefetched(convert, prefetch) if prefetch > 0 else convert
 
@@ -90,12 +111,16 @@ def _to_torch(store: "Store", batch: np.ndarray, dtype: torch.dtype, pin: bool) 
 
 
 class _Plan:
-    """The blocks of a store, how many selected tokens each holds, and their order per epoch."""
+    """The blocks of a store, how many selected tokens each holds, and their order per epoch
+    (of one rank's part with ``part=(r, R)``; the whole stream with None)."""
 
-    def __init__(self, store: "Store", selection: Selection, shuffle: bool, seed: int, buffer_tokens: int, block_tokens: int):
+    def __init__(self, store: "Store", selection: Selection, shuffle: bool, seed: int, buffer_tokens: int, block_tokens: int,
+                 part: tuple[int, int] | None = None):  # fmt: skip
         self.store, self.selection = store, selection
         self.shuffle, self.seed = shuffle, seed
-        self.buffer_tokens = buffer_tokens
+        self.part = part
+        self.rank, self.ranks = part or (0, 1)
+        self.buffer_tokens = max(1, buffer_tokens // self.ranks)
         shard_B, lo_B, hi_B = [], [], []
         for k, n in enumerate(store.shard_sizes.tolist()):
             cuts = list(range(0, n, block_tokens)) + [n]
@@ -109,17 +134,39 @@ class _Plan:
         self.kept_B = selection.count_blocks(store, start_B, start_B + (self.hi_B - self.lo_B), self.shard_B, self.lo_B)
         self.n_selected = int(self.kept_B.sum())
 
-    def stream(self, batch_size: int, per_epoch: int, drop_last: bool, start: int, epochs: int | None) -> Iterator[np.ndarray]:
-        epoch, skip = divmod(start, per_epoch)
+    def stream(self, batch_size: int, drop_last: bool, start: int, epochs: int | None) -> Iterator[np.ndarray]:
+        epoch, skip = 0, start
         while epochs is None or epoch < epochs:
-            yield from self.epoch(epoch, skip, batch_size, per_epoch, drop_last)
-            epoch, skip = epoch + 1, 0
+            per_epoch = self.per_epoch(epoch, batch_size, drop_last)
+            if skip < per_epoch:
+                yield from self.epoch(epoch, skip, batch_size, per_epoch, drop_last)
+            epoch, skip = epoch + 1, max(0, skip - per_epoch)
 
-    def windows(self, epoch: int) -> list[np.ndarray]:
-        """Groups of block numbers, in stream order (blocks holding no selected token left out)."""
+    def per_epoch(self, epoch: int, batch_size: int, drop_last: bool) -> int:
+        """Tokens this stream emits in ``epoch``: whole batches of the poorest rank's part (of all of it with no part)."""
+        n, R = self.n_selected, self.ranks
+        if self.part is None:
+            per_epoch = (n // batch_size) * batch_size if drop_last else n
+            if per_epoch == 0:
+                raise VisaeError(f"the store holds {n} selected tokens, fewer than one batch of {batch_size}",
+                                 "use a smaller batch size")  # fmt: skip
+            return per_epoch
+        kept = self.kept_B[self.order(epoch)]
+        least = min(int(kept[r::R].sum()) for r in range(R))
+        if least < batch_size:
+            raise VisaeError(f"the store's {n} selected tokens make fewer than one batch of {batch_size} per rank over {R} ranks"
+                             f" (a rank gets {least} in epoch {epoch})", "lower --batch-size or use fewer ranks")  # fmt: skip
+        return (least // batch_size) * batch_size
+
+    def order(self, epoch: int) -> np.ndarray:
+        """Block numbers of the whole stream in ``epoch``'s order, blocks holding no selected token left out."""
         n_blocks = len(self.shard_B)
         order = np.random.default_rng([self.seed, epoch]).permutation(n_blocks) if self.shuffle else np.arange(n_blocks)
-        order = order[self.kept_B[order] > 0]
+        return order[self.kept_B[order] > 0]
+
+    def windows(self, epoch: int) -> list[np.ndarray]:
+        """Groups of block numbers of this stream (this rank's blocks with a part), in stream order."""
+        order = self.order(epoch)[self.rank :: self.ranks]
         sizes = (self.hi_B - self.lo_B)[order]
         groups: list[np.ndarray] = []
         a, size = 0, 0
@@ -148,7 +195,8 @@ class _Plan:
             if buf_TD is None:
                 buf_TD = np.empty((max(raw), self.store.d), self.store.storage.numpy)
             data_TD, rows_T = self._load(group, buf_TD)
-            perm = np.random.default_rng([self.seed, epoch, w]).permutation(size) if self.shuffle else np.arange(size)
+            key = [self.seed, epoch, w] + ([self.rank, self.ranks] if self.part else [])
+            perm = np.random.default_rng(key).permutation(size) if self.shuffle else np.arange(size)
             take_T = rows_T[perm] if rows_T is not None else perm
             pos, skip = skip, 0
             while pos < size and remaining > 0:

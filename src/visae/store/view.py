@@ -83,7 +83,7 @@ class StoreView:
     # ------------------------------------------------------------ reading
 
     def batches(self, batch_size: int, **kw: Any) -> Iterator[torch.Tensor]:
-        """Shuffled training batches of the selected tokens (``visae.store.stream.batches``)."""
+        """Shuffled training batches of the selected tokens (``visae.store.stream.batches``; ``part=(r, R)``: rank r's part)."""
         from visae.store.stream import batches
 
         return batches(self.store, batch_size, selection=self.selection, **kw)
