@@ -45,6 +45,11 @@ class World:
     def main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def spans_machines(self) -> bool:
+        """Whether the job's ranks run on more than one machine (torchrun's LOCAL_WORLD_SIZE is smaller than the world)."""
+        return self.distributed and int(os.environ.get("LOCAL_WORLD_SIZE", self.size) or self.size) < self.size
+
     def slice(self, n: int) -> tuple[int, int]:
         """This rank's contiguous share [a, b) of n items: the first n % size ranks take one more."""
         return shard_range(n, self.rank, self.size)

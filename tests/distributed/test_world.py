@@ -9,7 +9,6 @@ import textwrap
 
 import pytest
 import torch
-from dist_helpers import free_port
 
 from visae.distributed import World, shard_range, world
 
@@ -60,7 +59,7 @@ def test_two_gloo_ranks_reduce_and_a_dead_rank_ends_the_others_with_a_message(tm
     script.write_text(PROBE)
     env = {**os.environ, "VISAE_DIST_TIMEOUT": "10", "OMP_NUM_THREADS": "1"}
     def launch(mode: str) -> subprocess.CompletedProcess:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()), str(script), mode]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script), mode]
         return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
 
     ok = launch("live")

@@ -88,15 +88,16 @@ def test_help_teaches(flag, capsys):
 # deserves a flag of the same name too (and an entry in FLAG).
 FILE = dict(
     store="acts", out="run", training_tokens=12_800, tokens="cls", holdout=0.1, eval_tokens=1000, eval_every=2560,
-    eval_store="acts-val", batch_size=256, seed=3, dtype="bf16", device="cpu", resume=False, force=True,
-    lr_warmup=0.02, lr_decay=0.3, sparsity_warmup=0.1, grad_clip=2.0, dead_tokens=5000, dead_fraction=0.2,
+    eval_store="acts-val", batch_size=256, seed=3, dtype="bf16", device="cpu", parallel="latents", stream="split",
+    resume=False, force=True, lr_warmup=0.02, lr_decay=0.3, sparsity_warmup=0.1, grad_clip=2.0, dead_tokens=5000, dead_fraction=0.2,
     checkpoint_every=1_000_000, log_every=7, median_sample=1000, normalize=False,
     name="mine", arch="matryoshka", k=8, expansion=4, d_sae=64, lr=1e-3, sparsity_coeff=0.5, auxk_coeff=0.1,
     prefixes=[16, 64], bandwidth=0.01, threshold_init=0.02,
 )  # fmt: skip
 FLAG = dict(
     store="acts2", out="run2", training_tokens=25_600, tokens="patch", holdout=0.2, eval_tokens=2000, eval_every=5120,
-    eval_store="acts-test", batch_size=512, seed=4, dtype="fp32", device="cpu:0", lr_warmup=0.03, lr_decay=0.4,
+    eval_store="acts-test", batch_size=512, seed=4, dtype="fp32", device="cpu:0", parallel="sweep", stream="global",
+    lr_warmup=0.03, lr_decay=0.4,
     sparsity_warmup=0.2, grad_clip=3.0, dead_tokens=6000, dead_fraction=0.3, checkpoint_every=2_000_000, log_every=9,
     median_sample=2000, normalize=True, name="yours", arch="jumprelu", k=9, expansion=8, d_sae=128, lr=2e-3,
     sparsity_coeff=0.7, auxk_coeff=0.2, prefixes=[32, 128], bandwidth=0.02, threshold_init=0.03,

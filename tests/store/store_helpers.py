@@ -36,3 +36,18 @@ def write_store(path: Path, acts_ITD: list[torch.Tensor], *, shard_tokens: int, 
         w.add(acts_TD, image_rows(i, len(acts_TD), i % 3), {i: f"img{i}"})
     w.close()
     return w
+
+
+def write_vit_like_store(path: Path, n_images: int) -> Path:
+    """``n_images`` images of a ViT-like layer (d 2, shards of 16 tokens): 1 CLS token (value 1000 + image) then
+    4 patches (value 10 * image + cell); column 1 holds the image number."""
+    meta = make_meta(2, 16, n_images).model_copy(update={
+        "layout": {"kind": "sequence", "dim": 2, "grid": [2, 2], "n_cls": 1, "n_registers": 0}, "tokens": "all"})  # fmt: skip
+    w = StoreWriter.create(path, meta)
+    for i in range(n_images):
+        rows = np.zeros(5, dtype=INDEX_DTYPE)
+        rows["image"], rows["label"], rows["kind"] = i, i % 3, [1, 0, 0, 0, 0]
+        vals = torch.tensor([1000.0 + i] + [10.0 * i + c for c in range(4)])
+        w.add(torch.stack([vals, torch.full((5,), float(i))], 1), rows, {i: f"img{i}"})
+    w.close()
+    return path

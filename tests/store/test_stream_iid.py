@@ -7,11 +7,10 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from store_helpers import make_meta, write_store
+from store_helpers import write_store, write_vit_like_store
 
 from visae.errors import VisaeError
-from visae.store import Store, StoreWriter
-from visae.store.format import INDEX_DTYPE
+from visae.store import Store
 from visae.store.select import Selection, holdout_images, token_kinds
 from visae.store.view import StoreView
 
@@ -58,17 +57,7 @@ def test_blocks_stay_inside_shards_and_every_token_comes_once(sorted_store):
 @pytest.fixture(scope="module")
 def vit_store(tmp_path_factory) -> Store:
     """12 images of a ViT-like layer: 1 CLS token (value 1000 + image) then 4 patches (value 10 * image + cell)."""
-    path = tmp_path_factory.mktemp("vit") / "s"
-    meta = make_meta(2, 16, 12).model_copy(update={
-        "layout": {"kind": "sequence", "dim": 2, "grid": [2, 2], "n_cls": 1, "n_registers": 0}, "tokens": "all"})
-    w = StoreWriter.create(path, meta)
-    for i in range(12):
-        rows = np.zeros(5, dtype=INDEX_DTYPE)
-        rows["image"], rows["label"], rows["kind"] = i, i % 3, [1, 0, 0, 0, 0]
-        vals = torch.tensor([1000.0 + i] + [10.0 * i + c for c in range(4)])
-        w.add(torch.stack([vals, torch.full((5,), float(i))], 1), rows, {i: f"img{i}"})
-    w.close()
-    return Store(path)
+    return Store(write_vit_like_store(tmp_path_factory.mktemp("vit") / "s", 12))
 
 
 def values(batches) -> list[int]:

@@ -41,6 +41,7 @@ def train_cmd(
     dtype: Optional[str] = option(T, "dtype"),
     device: Optional[str] = option(T, "device"),
     parallel: Optional[str] = option(T, "parallel"),
+    stream: Optional[str] = option(T, "stream"),
     resume: Optional[bool] = option(T, "resume"),
     force: Optional[bool] = option(T, "force"),
     lr_warmup: Optional[float] = option(T, "lr_warmup", panel=SCHEDULE),

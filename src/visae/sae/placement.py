@@ -33,6 +33,9 @@ class Placement:
     def __init__(self, cfg: TrainConfig, world: World):
         self.world = world
         self.mode = cfg.parallel if world.distributed else "data"
+        split = cfg.stream == "split" or (cfg.stream == "auto" and world.spans_machines)
+        self.split_stream = split and self.mode == "data" and world.distributed
+        """Each rank reads its own share of the store (``visae.store.stream``'s ``part``) instead of every global batch."""
 
     def check(self, cfg: TrainConfig, d: int) -> None:
         """Refuse a run that this mode cannot split over these ranks (a one-line error, before any writing)."""
@@ -40,6 +43,9 @@ class Placement:
         if self.mode == "data" and cfg.batch_size % w.size:
             raise VisaeError(f"--batch-size {cfg.batch_size} does not split over {w.size} ranks",
                              f"pass a multiple of {w.size} (--batch-size is the global batch; each rank takes 1/{w.size})")  # fmt: skip
+        if cfg.stream == "split" and self.mode != "data" and w.distributed:
+            raise VisaeError(f"--stream split is for --parallel data: with --parallel {self.mode} every rank reads whole batches",
+                             "drop --stream (or pass --stream global)")  # fmt: skip
         if self.mode == "sweep" and n < w.size:
             raise VisaeError(f"--parallel sweep places {n} SAE(s) on {w.size} ranks: {w.size - n} would idle",
                              f"train at least {w.size} SAEs (--config with [[sae]] tables), or use --parallel data")  # fmt: skip
@@ -65,8 +71,16 @@ class Placement:
         return self.mode != "sweep" or i % self.world.size == self.world.rank
 
     def rows(self, batch_size: int) -> tuple[int, int] | None:
-        """This rank's rows of each global batch (None: all of them)."""
-        return self.world.slice(batch_size) if self.mode == "data" and self.world.distributed else None
+        """This rank's rows of each global batch it reads (None: all of them)."""
+        return self.world.slice(batch_size) if self.mode == "data" and self.world.distributed and not self.split_stream else None
+
+    def batches(self, source: Any, batch_size: int, start_step: int, **kw: Any) -> Any:
+        """The batches this rank reads from step ``start_step`` on: the global ones, or with a split stream its own
+        ``batch_size / N`` tokens a step from its own share of the store."""
+        if not self.split_stream:
+            return source.batches(batch_size, start=start_step * batch_size, **kw)
+        local = batch_size // self.world.size
+        return source.batches(local, start=start_step * local, part=(self.world.rank, self.world.size), **kw)
 
     def describe(self, members: list[Member]) -> dict[str, Any] | None:
         """For RUN/summary.json (on rank 0; None elsewhere): the mode, and the SAE parameters each rank trains,
@@ -126,3 +140,5 @@ class Placement:
             for i, m in enumerate(members):
                 if states is not None and not self.trains(i):
                     m.load_state(states[m.name])
+        # rank 0 has received everything before the others may leave (and close their connections)
+        self.world.barrier("train: collect the SAEs")

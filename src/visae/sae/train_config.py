@@ -111,6 +111,10 @@ class TrainConfig(Config):
     SAE on its share of each batch), sweep (each rank trains its own SAEs of the sweep on whole batches) or latents
     (each rank holds a slice of every SAE's latents, the top-k chosen over all of them: SAEs too wide for one
     device; topk only). docs/distributed.md."""
+    stream: Literal["auto", "global", "split"] = "auto"
+    """How the ranks of a data-parallel torchrun job read the store: global (every rank reads each global batch and
+    keeps its rows: exactly one process's batches), split (each rank reads its own share of the store's blocks, once:
+    1/N of the reads, batches as random but not the same ones) or auto (split when the job spans several machines)."""
     resume: bool = False
     """Continue the run in --out from its last checkpoint."""
     force: bool = False
@@ -161,6 +165,6 @@ class TrainConfig(Config):
         """What must not change between a run and its --resume."""
         from pathlib import Path
 
-        values = self.model_dump(exclude={"resume", "force", "out", "device", "parallel"})
+        values = self.model_dump(exclude={"resume", "force", "out", "device", "parallel", "stream"})
         values["store"] = str(Path(self.store).resolve())
         return values

@@ -339,12 +339,11 @@ def _restore(members: list[Member], state: dict[str, Any], source: TokenSource, 
 
 
 def _loop(members, source, cfg, out, start, total_steps, mean_D, scale, evaluator, place: Placement) -> None:
-    # every rank streams the same global batches (positions in global tokens); data-parallel ranks keep their rows
+    # every rank streams the same global batches (positions in global tokens), data-parallel ranks keep their rows;
+    # or each data-parallel rank streams its own share of the store (a split stream)
     w, rows = place.world, place.rows(cfg.batch_size)
-    batches = source.batches(
-        cfg.batch_size, shuffle=True, seed=cfg.seed, dtype=torch.float32, start=start * cfg.batch_size, epochs=None,
-        **({"pin_memory": True} if mean_D.device.type == "cuda" else {}),
-    )
+    batches = place.batches(source, cfg.batch_size, start, shuffle=True, seed=cfg.seed, dtype=torch.float32, epochs=None,
+                            **({"pin_memory": True} if mean_D.device.type == "cuda" else {}))  # fmt: skip
     ckpt_steps = max(1, cfg.checkpoint_every // cfg.batch_size)
     with make_progress() as bar:
         task = bar.add_task("train", total=total_steps, completed=start, info="")
