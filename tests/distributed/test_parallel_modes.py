@@ -1,6 +1,6 @@
 """``visae train --parallel latents|sweep`` under torchrun (gloo, CPU, 2 ranks) against one process.
 
-- latents: each rank holds half of a TopK SAE's latents (measured: RUN/summary.json's params_per_rank); the saved SAE
+- latents: each rank holds half of a TopK or BatchTopK SAE's latents (measured: RUN/summary.json's params_per_rank); the saved SAE
   equals the one-process run's within TOL, and so do the metric lines;
 - sweep: a sweep of three SAEs (topk, batchtopk, relu) on two ranks trains each SAE on one rank, bit for bit the
   one-process weights;
@@ -27,10 +27,11 @@ TOTAL_STEPS, STOP_AT, D, S = 40, 20, 16, 32
 ARGS = ["--d-sae", str(S), "--batch-size", "64", "--training-tokens", str(64 * TOTAL_STEPS), "--holdout", "0.1",
         "--log-every", "5", "--checkpoint-every", str(64 * 10), "--device", "cpu", "--seed", "0"]  # fmt: skip
 TOPK = ["--arch", "topk", "--k", "4"]
+SHARDABLE = {"topk": TOPK, "batchtopk": ["--arch", "batchtopk", "--k", "4"]}
 TOL = 1e-4
 """Max |w_sharded - w_1process| after 40 steps. The selection, codes and loss are the unsharded ones; only fp32
 summation order differs (two partial decodes summed, the clip norm from two partial sums). Measured: 7.2e-7, also
-while latents are dead (AuxK over both ranks' dead latents)."""
+while latents are dead (AuxK over both ranks' dead latents); BatchTopK (its k*B selection over both slices): 9.5e-7."""
 SWEEP = """
 d_sae = 32
 [[sae]]
@@ -76,11 +77,12 @@ def sweep_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def reference(store, sweep_file, tmp_path_factory) -> dict[str, Path]:
-    """One-process runs: a TopK SAE, and the three-SAE sweep."""
+    """One-process runs: a TopK SAE, a BatchTopK SAE, and the three-SAE sweep."""
     root = tmp_path_factory.mktemp("ref")
-    ok(train_job(0, ["--store", str(store), "--out", str(root / "topk"), *TOPK, *ARGS]))
+    for arch, args in SHARDABLE.items():
+        ok(train_job(0, ["--store", str(store), "--out", str(root / arch), *args, *ARGS]))
     ok(train_job(0, ["--store", str(store), "--out", str(root / "sweep"), "--config", str(sweep_file), *ARGS]))
-    return {"topk": root / "topk", "sweep": root / "sweep"}
+    return {**{arch: root / arch for arch in SHARDABLE}, "sweep": root / "sweep"}
 
 
 def assert_same_run(out: Path, ref: Path) -> None:
@@ -94,13 +96,14 @@ def assert_same_run(out: Path, ref: Path) -> None:
                 assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-5), (k, a, b)
 
 
-def test_latent_sharding_matches_one_process_with_half_the_parameters_per_rank(store, reference, tmp_path):
+@pytest.mark.parametrize("arch", SHARDABLE)
+def test_latent_sharding_matches_one_process_with_half_the_parameters_per_rank(store, reference, tmp_path, arch):
     out = tmp_path / "latents"
-    ok(train_job(2, ["--store", str(store), "--out", str(out), *TOPK, *ARGS, "--parallel", "latents"]))
-    diff = max_diff(reference["topk"], out)
-    print(f"latents: max |w_2ranks - w_1process| after {TOTAL_STEPS} steps: {diff:.3g}")
+    ok(train_job(2, ["--store", str(store), "--out", str(out), *SHARDABLE[arch], *ARGS, "--parallel", "latents"]))
+    diff = max_diff(reference[arch], out)
+    print(f"latents, {arch}: max |w_2ranks - w_1process| after {TOTAL_STEPS} steps: {diff:.3g}")
     assert diff <= TOL
-    assert_same_run(out, reference["topk"])
+    assert_same_run(out, reference[arch])
     assert any(r["dead_pct"] > 0 for r in metric_lines(out) if r["split"] == "train")  # AuxK ran across the shards
     layout = json.loads((out / "summary.json").read_text())["parallel"]
     whole = S * (2 * D + 1) + D  # W_enc, W_dec, b_enc and b_dec of the whole SAE
@@ -156,7 +159,7 @@ def test_a_split_stream_reads_each_block_on_one_rank(store, tmp_path):
 
 @pytest.mark.parametrize("mode, args, message", [
     ("sweep", TOPK, "--parallel sweep places 1 SAE(s) on 2 ranks: 1 would idle"),
-    ("latents", ["--arch", "batchtopk", "--k", "4"], "--parallel latents shards topk SAEs, not 'batchtopk'"),
+    ("latents", ["--arch", "relu"], "--parallel latents shards topk and batchtopk SAEs, not 'relu'"),
     ("latents", [*TOPK, "--stream", "split"], "--stream split is for --parallel data"),
 ])  # fmt: skip
 def test_a_mode_that_cannot_split_the_run_is_refused(store, tmp_path, mode, args, message):

@@ -163,7 +163,8 @@ def select_dead_topk(
 
 @torch.no_grad()
 def select_batch_topk(
-    xc_BD: Tensor, W_enc_DS: Tensor, b_enc_S: Tensor, k: int, chunk: int = CHUNK_ROWS, world: Any = None
+    xc_BD: Tensor, W_enc_DS: Tensor, b_enc_S: Tensor, k: int, chunk: int = CHUNK_ROWS, world: Any = None,
+    sharded: bool = False,
 ) -> tuple[Selection, Tensor, Tensor]:
     """BatchTopK: the ``k * B`` largest positive pre-activations of the whole batch.
 
@@ -176,6 +177,8 @@ def select_batch_topk(
     ``B * N`` tokens of the global batch) the threshold is the global batch's: every rank sends its
     ``k * B * N`` largest candidates, all take the ``k * B * N``-th largest of the union, and the
     smallest kept value is min-reduced, so the selection is the one a single process would make.
+    With ``sharded`` the ranks hold the same ``B`` tokens and each its own slice of the latents
+    (``visae.sae.sharded``): the same exchange, for the ``k * B`` largest of the union.
     """
     B, S = xc_BD.shape[0], W_enc_DS.shape[1]
     dp = world is not None and world.distributed
@@ -184,7 +187,7 @@ def select_batch_topk(
         sel = select_topk(xc_BD, W_enc_DS, b_enc_S, cap, chunk)
         pos_BK = sel.pre_BK.clamp_min(0)
         if dp:
-            thresh = _global_kth_largest(pos_BK, k * B * world.size, world)
+            thresh = _global_kth_largest(pos_BK, k * B * (1 if sharded else world.size), world)
         else:
             n_keep = min(k * B, pos_BK.numel())
             thresh = pos_BK.flatten().kthvalue(pos_BK.numel() - n_keep + 1).values

@@ -6,7 +6,7 @@ remove the decoder-parallel gradient, clip, Adam, re-normalise the decoder.
 Data-parallel (a ``World`` of several ranks, each with its own rows of the global batch): after
 the backward one all-reduce per SAE averages the gradients and float buffers and sums the fired
 counts, so every rank takes the same step; measured metrics are all-reduced sums, i.e. those of
-the global batch. Latent-sharded (the SAE is a ``sharded.ShardedTopKSAE``, this rank's slice of the
+the global batch. Latent-sharded (the SAE is a ``sharded.Sharded``, this rank's slice of the
 latents): the SAE's forward and gradient clipping communicate; ``state()`` gathers the whole SAE on
 rank 0 and ``load_state`` takes this rank's slice of one, so checkpoints are those of one process.
 """
@@ -24,7 +24,7 @@ from visae.errors import VisaeError
 from visae.sae import kernels
 from visae.sae.adam import MemoryOrderAdam, make_adam  # noqa: F401 - MemoryOrderAdam re-exported
 from visae.sae.base import SAE
-from visae.sae.sharded import ShardedTopKSAE, gather_state, slice_state, whole_sae
+from visae.sae.sharded import Sharded, gather_state, slice_state, whole_sae
 from visae.sae.train_config import DEFAULT_SPARSITY, SAEHparams, TrainConfig
 
 DENSITY_HALF_LIFE = 1_000_000
@@ -54,7 +54,7 @@ class Member:
         """The data-parallel job this SAE trains in (None: one process)."""
         if self.world is not None and hasattr(sae, "dp_world"):
             sae.dp_world = self.world  # BatchTopK-family selection over the global batch
-        self.shard = sae if isinstance(sae, ShardedTopKSAE) else None
+        self.shard = sae if isinstance(sae, Sharded) else None
         """This rank's slice of a latent-sharded SAE (None: the whole SAE is here)."""
         self.dead_tokens = dead_tokens
         """A latent that has not fired for this many tokens is dead (AuxK trains it)."""

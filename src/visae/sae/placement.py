@@ -21,7 +21,7 @@ from visae.distributed import World
 from visae.errors import VisaeError
 from visae.sae.base import SAE
 from visae.sae.member import Member
-from visae.sae.sharded import ShardedTopKSAE, _to_cpu, check_shardable, whole_metrics
+from visae.sae.sharded import _to_cpu, check_shardable, shard, whole_metrics
 from visae.sae.train_config import TrainConfig
 
 MODES = ("data", "sweep", "latents")
@@ -64,7 +64,7 @@ class Placement:
 
     def build(self, sae: SAE) -> SAE:
         """The SAE (freshly initialised, whole) as this rank holds it."""
-        return ShardedTopKSAE(sae, self.world) if self.mode == "latents" else sae
+        return shard(sae, self.world) if self.mode == "latents" else sae
 
     def trains(self, i: int) -> bool:
         """Whether this rank trains the run's ``i``-th SAE."""

@@ -1,4 +1,4 @@
-"""Latent sharding: one TopK SAE whose latents are split across the ranks of a torchrun job.
+"""Latent sharding: one TopK or BatchTopK SAE whose latents are split across the ranks of a torchrun job.
 
 For SAEs too wide for one device (``visae train --parallel latents`` under torchrun). Rank r of R holds
 the contiguous latents ``[lo, hi) = shard_range(S, r, R)``: its columns of ``W_enc``, its entries of
@@ -10,7 +10,11 @@ the contiguous latents ``[lo, hi) = shard_range(S, r, R)``: its columns of ``W_e
     z_r    = ReLU(cand_r) where cand_r >= theta                this rank's share of the top-k
     x_hat  = sum_r z_r @ W_dec[lo:hi] + b_dec                  partial decodes, summed          [B, D] (all-reduce)
 
-so codes, reconstruction and loss are those of the unsharded SAE. The loss is the same on every rank,
+so codes, reconstruction and loss are those of the unsharded SAE. BatchTopK does the same with the k*B
+largest pre-activations of the batch (``kernels.select_batch_topk(..., sharded=True)``): every rank sends
+its k*B largest, all keep those above the k*B-th largest of the union, and the threshold's running
+average is the same on every rank; at inference its JumpReLU codes are per latent, decoded and summed
+the same way. The loss is the same on every rank,
 so the backward of the sum is the identity: each rank's partial decode receives dL/dx_hat and the
 gradients of its own slice are exact without communication. ``b_dec``'s gradient is the decoder term
 (the same on every rank) plus the encoder term summed over the ranks: one all-reduce per step,
@@ -36,27 +40,35 @@ from visae.errors import VisaeError
 from visae.sae import kernels
 from visae.sae.base import SAE, create_sae
 from visae.sae.contract import Codes, SAEOutput
+from visae.sae.batchtopk import BatchTopKSAE
 from visae.sae.topk import TopKSAE
 
-LATENT_DIM = {"W_enc": 1, "b_enc": 0, "W_dec": 0}
-"""The dimension along which each parameter is split by latent (``b_dec`` is replicated)."""
+LATENT_DIM = {"W_enc": 1, "b_enc": 0, "W_dec": 0, "threshold": 0}
+"""The dimension along which each parameter (and buffer) is split by latent; the others (``b_dec``, BatchTopK's
+``threshold_ema``) are replicated."""
 COUNTERS = ("since_fired_S", "count_S")
 """Per-latent training counters of a ``Member`` state, split like ``b_enc``."""
-SHARDABLE = ("topk",)
+SHARDABLE = ("topk", "batchtopk")
 """Architectures that ``--parallel latents`` can shard."""
 
 
 def check_shardable(arch: str) -> None:
     if arch not in SHARDABLE:
-        raise VisaeError(f"--parallel latents shards {', '.join(SHARDABLE)} SAEs, not '{arch}'",
+        raise VisaeError(f"--parallel latents shards {' and '.join(SHARDABLE)} SAEs, not '{arch}'",
                          "train it with --parallel data (the default), or use --arch topk")  # fmt: skip
 
 
-class ShardedTopKSAE(TopKSAE):
-    """This rank's slice of a TopK SAE (``full``'s latents ``[lo, hi)``); ``full_spec`` describes the whole."""
+def shard(full: SAE, world: World) -> "Sharded":
+    """This rank's slice of the freshly initialised SAE ``full``."""
+    check_shardable(full.spec.arch)
+    return {"topk": ShardedTopKSAE, "batchtopk": ShardedBatchTopKSAE}[full.spec.arch](full, world)
+
+
+class Sharded(SAE):
+    """What a sharded SAE adds to its architecture: this rank's slice (``full``'s latents ``[lo, hi)``; ``full_spec``
+    describes the whole), the global selection, the summed decode and AuxK, and the gradient completion."""
 
     def __init__(self, full: SAE, world: World):
-        check_shardable(full.spec.arch)
         lo, hi = world.slice(full.d_sae)
         if hi <= lo:
             raise VisaeError(f"an SAE of {full.d_sae} latents cannot be split over {world.size} ranks",
@@ -66,10 +78,11 @@ class ShardedTopKSAE(TopKSAE):
             super().__init__(local)
         self.full_spec, self.world, self.lo, self.hi = full.spec, world, lo, hi
         self.meta = dict(full.meta)
+        wholes = full.state_dict()
         with torch.no_grad():
-            for name, dim in LATENT_DIM.items():
-                getattr(self, name).copy_(getattr(full, name).narrow(dim, lo, hi - lo))
-            self.b_dec.copy_(full.b_dec)
+            for name, t in self.state_dict().items():
+                whole = wholes[name]
+                t.copy_(whole.narrow(LATENT_DIM[name], lo, hi - lo) if name in LATENT_DIM else whole)
         self._b_dec_enc: Tensor | None = None
         """The leaf through which this step's encoder term of b_dec's gradient arrives (summed over ranks)."""
 
@@ -88,27 +101,28 @@ class ShardedTopKSAE(TopKSAE):
         theta_B = all_RBK.permute(1, 0, 2).reshape(B, -1).topk(k, dim=1).values[:, -1]
         return pre_BK >= theta_B.to(pre_BK)[:, None]
 
-    def _codes(self, x_BD: Tensor, b_in_D: Tensor) -> tuple[kernels.Selection, Codes]:
-        sel = kernels.select_topk(x_BD - self.b_dec.detach(), self.W_enc, self.b_enc, self.spec.k)
-        keep_BK = self._global_keep(sel.pre_BK, self.k_global, "top-k selection")
-        val_BK = torch.relu(kernels.encoder_values(x_BD, b_in_D, self.W_enc, self.b_enc, sel)) * keep_BK
-        return sel, Codes(self.d_sae, sel.idx_BK, val_BK)
+    def _decode(self, codes: Codes) -> Tensor:
+        """``sum_r z_r @ W_dec[lo:hi] + b_dec``: this rank's partial decode, summed over the ranks."""
+        if codes.is_sparse:
+            partial_BD = kernels.sparse_decode(codes.idx_BK, codes.val_BK, self.W_dec)
+        else:
+            partial_BD = codes.dense_BS.to(self.W_dec.dtype) @ self.W_dec
+        return sum_over_ranks(partial_BD, self.world, "decode") + self.b_dec
 
-    def encode(self, x_BD: Tensor) -> Codes:
-        """This rank's latents' codes under the global top-k (a collective: every rank must call it)."""
-        return self._codes(x_BD, self.b_dec)[1]
-
-    def forward(self, x_BD: Tensor, dead_S: Tensor | None = None) -> SAEOutput:
-        self._b_dec_enc = b_in_D = self.b_dec.detach().requires_grad_()
-        sel, codes = self._codes(x_BD, b_in_D)
-        partial_BD = kernels.sparse_decode(sel.idx_BK, codes.val_BK, self.W_dec)
-        recon_BD = sum_over_ranks(partial_BD, self.world, "decode") + self.b_dec
+    def _output(self, x_BD: Tensor, codes: Codes, dead_S: Tensor | None, b_in_D: Tensor) -> SAEOutput:
+        recon_BD = self._decode(codes)
         aux = {}
         if dead_S is not None:
             n_dead = int(self.world.all_reduce(_comm(dead_S.sum().reshape(1).double(), self.world), "train: dead latents")[0])
             if n_dead:
                 aux["auxk"] = self._auxk(x_BD, recon_BD, dead_S, n_dead, b_in_D)
         return SAEOutput(recon_BD, codes, aux)
+
+    def _encoder_leaf(self) -> Tensor:
+        """A fresh leaf copy of b_dec for this step's encoder path (its gradient is summed over ranks in
+        ``clip_grad_norm``)."""
+        self._b_dec_enc = self.b_dec.detach().requires_grad_()
+        return self._b_dec_enc
 
     def _auxk(self, x_BD: Tensor, recon_BD: Tensor, dead_S: Tensor, n_dead: int, b_in_D: Tensor) -> Tensor:
         """``topk.auxk_loss`` with the top-k_aux dead latents chosen over every rank's."""
@@ -165,6 +179,39 @@ class ShardedTopKSAE(TopKSAE):
         return [n for n, _ in self.named_parameters()]
 
 
+class ShardedTopKSAE(Sharded, TopKSAE):
+    """This rank's slice of a TopK SAE: its top-k candidates, kept where they are among the k largest of all ranks'."""
+
+    def _codes(self, x_BD: Tensor, b_in_D: Tensor) -> Codes:
+        sel = kernels.select_topk(x_BD - self.b_dec.detach(), self.W_enc, self.b_enc, self.spec.k)
+        keep_BK = self._global_keep(sel.pre_BK, self.k_global, "top-k selection")
+        val_BK = torch.relu(kernels.encoder_values(x_BD, b_in_D, self.W_enc, self.b_enc, sel)) * keep_BK
+        return Codes(self.d_sae, sel.idx_BK, val_BK)
+
+    def encode(self, x_BD: Tensor) -> Codes:
+        """This rank's latents' codes under the global top-k (a collective: every rank must call it)."""
+        return self._codes(x_BD, self.b_dec)
+
+    def forward(self, x_BD: Tensor, dead_S: Tensor | None = None) -> SAEOutput:
+        b_in_D = self._encoder_leaf()
+        return self._output(x_BD, self._codes(x_BD, b_in_D), dead_S, b_in_D)
+
+
+class ShardedBatchTopKSAE(Sharded, BatchTopKSAE):
+    """This rank's slice of a BatchTopK SAE: training keeps its pre-activations among the k*B largest of the batch over
+    all ranks; inference is the per-latent JumpReLU, decoded and summed like training codes."""
+
+    def forward(self, x_BD: Tensor, dead_S: Tensor | None = None) -> SAEOutput:
+        if not self.training:
+            return self._output(x_BD, self.encode(x_BD), None, self.b_dec)
+        b_in_D = self._encoder_leaf()
+        sel, keep_BK, min_kept = kernels.select_batch_topk(x_BD - self.b_dec.detach(), self.W_enc, self.b_enc, self.k_global,
+                                                         world=self.world, sharded=True)  # fmt: skip
+        val_BK = torch.relu(kernels.encoder_values(x_BD, b_in_D, self.W_enc, self.b_enc, sel))
+        self._update_threshold(min_kept)
+        return self._output(x_BD, Codes(self.d_sae, sel.idx_BK, val_BK * keep_BK), dead_S, b_in_D)
+
+
 class _SumOverRanks(Function):
     """Forward: the sum of every rank's tensor. Backward: the identity (the loss after it is the same on
     every rank, so each rank's summand receives the whole gradient)."""
@@ -192,7 +239,7 @@ def _comm(t: Tensor, world: World, copy: bool = False) -> Tensor:
 # -------------------------------------------------------------------- member states: slices <-> whole
 
 
-def gather_state(local: dict[str, Any], sae: ShardedTopKSAE) -> dict[str, Any] | None:
+def gather_state(local: dict[str, Any], sae: Sharded) -> dict[str, Any] | None:
     """Every rank's ``Member`` state (this rank's slice) merged into the whole SAE's state on rank 0 (None
     elsewhere): SAE tensors and Adam moments concatenated along their latent dimension, counters too."""
     parts = sae.world.gather_to_main(_to_cpu(local), "train: collect the sharded SAE")
@@ -209,7 +256,7 @@ def gather_state(local: dict[str, Any], sae: ShardedTopKSAE) -> dict[str, Any] |
     return whole
 
 
-def slice_state(whole: dict[str, Any], sae: ShardedTopKSAE) -> dict[str, Any]:
+def slice_state(whole: dict[str, Any], sae: Sharded) -> dict[str, Any]:
     """This rank's slice of a whole ``Member`` state (the inverse of ``gather_state``)."""
     lo, n = sae.lo, sae.hi - sae.lo
     names = sae.param_names()
@@ -227,7 +274,7 @@ def slice_state(whole: dict[str, Any], sae: ShardedTopKSAE) -> dict[str, Any]:
     return part
 
 
-def whole_sae(sae: ShardedTopKSAE, state: dict[str, Any]) -> SAE:
+def whole_sae(sae: Sharded, state: dict[str, Any]) -> SAE:
     """The unsharded SAE (on the CPU) with the weights of a gathered state."""
     with torch.random.fork_rng(devices=[]):
         full = create_sae(sae.full_spec)
@@ -261,7 +308,7 @@ def _to_cpu(obj: Any) -> Any:
     return obj
 
 
-def whole_metrics(res: dict[str, Any], sae: ShardedTopKSAE) -> dict[str, Any]:
+def whole_metrics(res: dict[str, Any], sae: Sharded) -> dict[str, Any]:
     """Held-out metrics of the whole SAE from every rank's ``evaluate`` of its slice (all ranks ran the same
     tokens, so the reconstruction figures agree; L0 adds up, dead and dense latents are counted over every
     slice): one all-reduce."""

@@ -110,7 +110,7 @@ class TrainConfig(Config):
     """How a torchrun job splits the run over its ranks (one process ignores it): data (every rank trains every
     SAE on its share of each batch), sweep (each rank trains its own SAEs of the sweep on whole batches) or latents
     (each rank holds a slice of every SAE's latents, the top-k chosen over all of them: SAEs too wide for one
-    device; topk only). docs/distributed.md."""
+    device; topk and batchtopk). docs/distributed.md."""
     stream: Literal["auto", "global", "split"] = "auto"
     """How the ranks of a data-parallel torchrun job read the store: global (every rank reads each global batch and
     keeps its rows: exactly one process's batches), split (each rank reads its own share of the store's blocks, once:
