@@ -157,3 +157,25 @@ def test_train_and_analyze_refuse_a_deleted_or_truncated_shard(damaged_copy, tmp
     code, err = cli(["train", "--store", str(bad), "--out", str(tmp_path / "r"), "--arch", "relu", "--expansion", "2",
                      "--batch-size", "32", "--training-tokens", "320"], capsys)  # fmt: skip
     assert code == 2 and "shard_000003.npy" in err and "Traceback" not in err, err
+
+
+def test_the_statistics_file_is_checked_too(small_store):
+    """The normalisation statistics (mean, scale) are read against their recorded checksum, and verify checks them;
+    a store written before the checksum was recorded is still read."""
+    import json
+
+    path, acts = small_store
+    meta = json.loads((path / "metadata.json").read_text())
+    name = meta["stats"]["file"]
+    assert meta["stats"]["checksum"].startswith(Store(path).meta.checksum + ":")
+    assert torch.allclose(Store(path).mean_D, acts.mean(0), atol=1e-5)
+    flip(path / name, at=-5)
+    with pytest.raises(VisaeError) as e:
+        Store(path).mean_D
+    assert f"{name} of store {path} fails its checksum" in str(e.value)
+    from visae.store.verify import verify
+
+    assert [(p.kind, p.where) for p in verify(path).problems] == [("corrupt", name)]
+    del meta["stats"]["checksum"]  # as a store from before: read unchecked, as it always was
+    (path / "metadata.json").write_text(json.dumps(meta))
+    assert Store(path).mean_D.shape == (5,)

@@ -40,8 +40,8 @@ from visae.extraction.config import ExtractConfig
 from visae.extraction.outputs import Target, store_paths
 from visae.lock import locked
 from visae.progress import info
-from visae.store.format import HashingWriter, ShardInfo, KindStats, Stats, load_meta, shard_name
-from visae.store.reader import Store
+from visae.store.format import HashingWriter, KindStats, ShardInfo, Stats, hash_file, load_meta, shard_name
+from visae.store.reader import Store, stats_file
 from visae.store.stats import RunningStats
 from visae.store.writer import StoreWriter
 
@@ -186,19 +186,19 @@ def merge_shares(top: StoreWriter, parts: list[Path], cfg: ExtractConfig) -> Non
             n_tokens += s.n_tokens
             n_images += s.n_images
         if pm.stats.file:
-            stats = stats.merged(RunningStats.load(part / pm.stats.file))
+            stats = stats.merged(RunningStats.load(stats_file(part, pm)))
             if by_kind:
-                theirs = RunningStats.load_by_kind(part / pm.stats.file)
+                theirs = RunningStats.load_by_kind(stats_file(part, pm))
                 by_kind = {c: st.merged(theirs[c]) if c in theirs else st for c, st in by_kind.items()}
         skipped.extend(pm.skipped)
     if n_tokens == 0:
         from visae.extraction.run import _nothing_stored
 
         _nothing_stored(cfg, SimpleNamespace(name=meta.split), skipped)
-    stats_file = f"stats_{len(shards):06d}.safetensors"
-    stats.save(path / stats_file, by_kind)
+    merged = f"stats_{len(shards):06d}.safetensors"
+    stats.save(path / merged, by_kind)
     meta.shards, meta.n_tokens, meta.n_images, meta.skipped = shards, n_tokens, n_images, skipped
-    meta.stats = Stats(file=stats_file, n=stats.n, mean_sq_norm=stats.mean_sq_norm,
+    meta.stats = Stats(file=merged, checksum=hash_file(path / merged, meta.checksum), n=stats.n, mean_sq_norm=stats.mean_sq_norm,
                        by_kind={str(c): KindStats(n=st.n, mean_sq_norm=st.mean_sq_norm) for c, st in by_kind.items()})  # fmt: skip
     meta.complete = True
     write_json(path / "metadata.json", meta.model_dump(mode="json"))  # the commit point

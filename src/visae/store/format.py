@@ -161,6 +161,8 @@ class Stats(BaseModel):
 
     file: str | None = None
     """stats_<n_shards>.safetensors: mean_D, var_D (float32) and the float64 running state."""
+    checksum: str | None = None
+    """``file``'s checksum (None in stores written before visae recorded it: read unchecked)."""
     n: int = 0
     mean_sq_norm: float = 0.0
     """Mean over tokens of ||x - mean_D||^2 (float64 accumulation)."""

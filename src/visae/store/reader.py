@@ -95,7 +95,7 @@ class Store:
     def _stats(self) -> RunningStats:
         if not self.meta.stats.file:
             raise VisaeError(f"store {self.path} has no committed tokens yet", "run `visae extract` to fill it")
-        return RunningStats.load(self.path / self.meta.stats.file)
+        return RunningStats.load(stats_file(self.path, self.meta))
 
     @property
     def mean_D(self) -> torch.Tensor:
@@ -285,6 +285,15 @@ class Store:
 
 _REPAIR = ("re-extract the store (its `visae extract` command with --force) or restore the file from a copy; "
            "`visae store verify {path}` lists every damaged file")
+
+
+def stats_file(path: Path, meta: StoreMeta) -> Path:
+    """The store's statistics file, checked against its recorded checksum (once per process; a store written
+    before the checksum was recorded is read unchecked)."""
+    f = path / str(meta.stats.file)
+    if meta.stats.checksum:
+        check_file(f, meta.stats.checksum, what=f"{meta.stats.file} of store {path}", repair=_REPAIR.format(path=path))
+    return f
 
 
 def _explain_not_a_store(path: Path, marker: dict[str, Any] | None) -> None:

@@ -116,6 +116,8 @@ def _check_totals(path: Path, meta: StoreMeta, n_tokens: int, report: VerifyRepo
         report.problems.append(Problem("shape", "metadata.json", f"shards are not all 1 .. {meta.shard_tokens} tokens"))
     if meta.stats.file and not (path / meta.stats.file).is_file():
         report.problems.append(Problem("missing", meta.stats.file, "normalisation statistics are missing"))
+    elif meta.stats.checksum and hash_file(path / str(meta.stats.file), meta.checksum) != meta.stats.checksum:
+        report.problems.append(Problem("corrupt", str(meta.stats.file), "checksum mismatch (the file changed after it was written)"))
     leftovers = [
         f.name
         for f in path.iterdir()

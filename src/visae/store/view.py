@@ -18,7 +18,7 @@ import torch
 
 from visae.errors import VisaeError
 from visae.progress import info
-from visae.store.reader import Store
+from visae.store.reader import Store, stats_file
 from visae.store.select import Selection
 from visae.store.stats import RunningStats
 
@@ -58,7 +58,7 @@ class StoreView:
             return self.store._stats
         meta = self.store.meta
         if meta.stats.file and meta.stats.by_kind:
-            by_kind = RunningStats.load_by_kind(self.store.path / meta.stats.file)
+            by_kind = RunningStats.load_by_kind(stats_file(self.store.path, meta))
             if kinds <= set(by_kind):
                 total = RunningStats(self.d)
                 for c in sorted(kinds):

@@ -25,6 +25,7 @@ from visae.store.format import (
     INDEX_DTYPE,
     KIND,
     HashingWriter,
+    hash_file,
     ShardInfo,
     SkippedImage,
     KindStats,
@@ -79,8 +80,10 @@ class StoreWriter:
         path = Path(path)
         meta = load_meta(path)
         _remove_uncommitted(path, meta)
-        stats = RunningStats.load(path / meta.stats.file) if meta.stats.file else RunningStats(meta.d)
-        by_kind = RunningStats.load_by_kind(path / meta.stats.file) if meta.stats.file and meta.stats.by_kind else None
+        from visae.store.reader import stats_file
+
+        stats = RunningStats.load(stats_file(path, meta)) if meta.stats.file else RunningStats(meta.d)
+        by_kind = RunningStats.load_by_kind(stats_file(path, meta)) if meta.stats.file and meta.stats.by_kind else None
         table = read_image_table(path, meta.shards)
         last = int(table["image"][-1]) if len(table["image"]) else -1
         return cls(path, meta, stats, last_image=last, by_kind=by_kind)
@@ -173,7 +176,8 @@ class StoreWriter:
         self.meta.shards.append(info)
         self.meta.n_tokens = end
         self.meta.n_images += len(images)
-        self.meta.stats = Stats(file=stats_file, n=self.stats.n, mean_sq_norm=self.stats.mean_sq_norm,
+        self.meta.stats = Stats(file=stats_file, checksum=hash_file(self.path / stats_file, self.meta.checksum),
+                                n=self.stats.n, mean_sq_norm=self.stats.mean_sq_norm,
                                 by_kind={str(c): KindStats(n=st.n, mean_sq_norm=st.mean_sq_norm) for c, st in self.by_kind.items()})
         write_json(self.path / "metadata.json", self.meta.model_dump(mode="json"))  # the commit point
         if old_stats and old_stats != stats_file:
