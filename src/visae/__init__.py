@@ -28,6 +28,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "FeatureDB": ("visae.analysis", "FeatureDB"),
     "summary": ("visae.analysis", "summary"),
     "Store": ("visae.store", "Store"),
+    "Run": ("visae.sae.trainer", "Run"),
     # the typed configs: the single source of every setting's name, default and help
     "ExtractConfig": ("visae.extraction", "ExtractConfig"),
     "TrainConfig": ("visae.sae.train_config", "TrainConfig"),

@@ -2,22 +2,41 @@
 
 ``visae.train(store="acts", out="run", arch="topk", k=32)`` is ``visae train --store acts --out run
 --arch topk --k 32``: each function only builds the stage's typed config (the single source of names,
-defaults and checks) and calls the stage. A config object works too (``visae.train(cfg)``), and
+defaults and checks) and calls the stage; its errors name keyword arguments (``force=True``), not flags.
+A config object works too (``visae.train(cfg)``), and
 ``config="file.toml"`` reads a file as ``--config`` does (keywords win). A boolean flag's negation
 is accepted under the CLI's name: ``no_random_baseline=True`` is ``random_baseline=False``.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from visae.config import Config
-from visae.errors import VisaeError, did_you_mean
+from visae.errors import VisaeError, did_you_mean, for_python
 
 C = TypeVar("C", bound=Config)
+F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _python_errors(fn: F) -> F:
+    """A VisaeError from the stage names keyword arguments, not the CLI's flags (``force=True``, not ``--force``)."""
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except VisaeError as e:
+            for_python(e)
+            raise
+
+    return call  # type: ignore[return-value]
+
+
+@_python_errors
 def extract(cfg: Any = None, *, backbone: Any = None, config: str | Path | None = None, **flags: Any) -> Any:
     """``visae extract``: the Store (one layer) or a dict layer -> Store. ``layer="name"`` or ``layers=[...]``."""
     from visae.extraction import ExtractConfig
@@ -26,6 +45,7 @@ def extract(cfg: Any = None, *, backbone: Any = None, config: str | Path | None 
     return run(_config(ExtractConfig, cfg, config, flags), backbone=backbone)
 
 
+@_python_errors
 def train(cfg: Any = None, *, config: str | Path | None = None, **flags: Any) -> Any:
     """``visae train``: the Run. Per-SAE keywords (arch, k, expansion, d_sae, lr, ...) apply to every SAE,
     as the flags do; several SAEs come from ``[[sae]]`` tables of a ``config`` file or ``saes=[...]``."""
@@ -43,6 +63,7 @@ def train(cfg: Any = None, *, config: str | Path | None = None, **flags: Any) ->
     return run(train_config(path, {k: v for k, v in flags.items() if k not in per_sae}, per_sae))
 
 
+@_python_errors
 def analyze(cfg: Any = None, *, config: str | Path | None = None, **flags: Any) -> Path:
     """``visae analyze``: the path of the feature DB (``visae.summary(path)`` reads its headline numbers)."""
     from visae.analysis import AnalyzeConfig
@@ -51,6 +72,7 @@ def analyze(cfg: Any = None, *, config: str | Path | None = None, **flags: Any) 
     return run(_config(AnalyzeConfig, cfg, config, flags))
 
 
+@_python_errors
 def report(cfg: Any = None, *, config: str | Path | None = None, **flags: Any) -> Path:
     """``visae report``: the path of the HTML file."""
     from visae.reporting import ReportConfig
@@ -59,6 +81,7 @@ def report(cfg: Any = None, *, config: str | Path | None = None, **flags: Any) -
     return run(_config(ReportConfig, cfg, config, flags))
 
 
+@_python_errors
 def demo(cfg: Any = None, *, config: str | Path | None = None, **flags: Any) -> dict[str, Any]:
     """``visae demo``: the summary the command prints, as a dict."""
     from visae.reference_study import DemoConfig
@@ -67,6 +90,7 @@ def demo(cfg: Any = None, *, config: str | Path | None = None, **flags: Any) -> 
     return run(_config(DemoConfig, cfg, config, flags))
 
 
+@_python_errors
 def steer(cfg: Any = None, *, config: str | Path | None = None, steerer: Any = None, **flags: Any) -> dict[str, Any]:
     """``visae steer``: per image the top classes before and after, margins, flip, KL and the heatmap paths.
     ``set="-2x"`` is -2 times the latent's max activation; pass ``steerer=visae.Steerer.open(run)`` to reuse a loaded model."""
@@ -76,6 +100,7 @@ def steer(cfg: Any = None, *, config: str | Path | None = None, steerer: Any = N
     return run(_config(SteerConfig, cfg, config, _listed(flags, "image", "latent", "where")), steerer)
 
 
+@_python_errors
 def ablate(cfg: Any = None, *, config: str | Path | None = None, steerer: Any = None, **flags: Any) -> dict[str, Any]:
     """``visae ablate``: the latent's ablation against random cells (effects, own-activation drop, per image)."""
     from visae.steering.command import ablate as run
@@ -84,6 +109,7 @@ def ablate(cfg: Any = None, *, config: str | Path | None = None, steerer: Any = 
     return run(_config(AblateConfig, cfg, config, _listed(flags, "images")), steerer)
 
 
+@_python_errors
 def steer_eval(cfg: Any = None, *, config: str | Path | None = None, steerer: Any = None, **flags: Any) -> dict[str, Any]:
     """``visae steer-eval``: the summary (RUN/steer/summary.json); the tables are in RUN/steer/*.json."""
     from visae.steering.config import SteerEvalConfig
@@ -94,6 +120,7 @@ def steer_eval(cfg: Any = None, *, config: str | Path | None = None, steerer: An
     return run(_config(SteerEvalConfig, cfg, config, flags), steerer)
 
 
+@_python_errors
 def eval(cfg: Any = None, *, config: str | Path | None = None, **flags: Any) -> dict[str, Any]:  # noqa: A001
     """``visae eval``: {run: summary with "results" per suite}; the suites' JSON is also in RUN/eval/."""
     from visae.evals.config import EvalConfig
@@ -102,6 +129,7 @@ def eval(cfg: Any = None, *, config: str | Path | None = None, **flags: Any) -> 
     return run(_config(EvalConfig, cfg, config, _listed(flags, "run", "suite")))
 
 
+@_python_errors
 def eval_frontier(cfg: Any = None, *, config: str | Path | None = None, **flags: Any) -> dict[str, Any]:
     """``visae eval frontier``: {"points": [...], "plot": path or None}."""
     from visae.evals.config import FrontierConfig
@@ -110,6 +138,7 @@ def eval_frontier(cfg: Any = None, *, config: str | Path | None = None, **flags:
     return run(_config(FrontierConfig, cfg, config, _listed(flags, "run")))
 
 
+@_python_errors
 def serve(cfg: Any = None, *, config: str | Path | None = None, **flags: Any) -> None:
     """``visae serve``: the viewer's web server, until interrupted (``visae.web.app.create_app`` gives the app itself)."""
     from visae.web.config import ServeConfig

@@ -24,6 +24,10 @@ from visae.lock import LOCK_NAME, holds, locked
 
 MARKER = "visae.json"
 
+UNRESUMABLE = frozenset({"sae-export", "synth-aircraft"})
+"""Kinds whose command has no --resume (``visae export``, ``visae data synth-aircraft``): they are
+written again from scratch, so ``prepare_out``'s refusal only suggests --force."""
+
 
 def read_marker(path: str | Path) -> dict[str, Any] | None:
     """The directory's marker, or None when it has none."""
@@ -36,12 +40,16 @@ def read_marker(path: str | Path) -> dict[str, Any] | None:
         raise VisaeError(f"{f} is corrupt", "delete the directory or rerun with --force") from None
 
 
-def prepare_out(path: str | Path, kind: str, *, force: bool = False, resume: bool = False) -> Path:
+def prepare_out(
+    path: str | Path, kind: str, *, force: bool = False, resume: bool = False, resumable: bool | None = None
+) -> Path:
     """Make ``path`` ready to receive an artifact of ``kind``.
 
     An empty or missing directory is fine. A directory holding the same kind is refused
     unless ``resume`` (keep it) or ``force`` (wipe it). Anything else is only replaced
     with ``force``. The caller holds the directory's lock (``with locked(path):``).
+    ``resumable``: whether the calling command has --resume, so that the refusal may suggest
+    it (None: unless ``kind`` is in ``UNRESUMABLE``).
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -56,7 +64,10 @@ def prepare_out(path: str | Path, kind: str, *, force: bool = False, resume: boo
             return path
         if not force:
             what = f"a visae {found}" if found else "other files"
-            hint = "pass --force to replace it" + (" or --resume to continue it" if found == kind else "")
+            if resumable is None:
+                resumable = kind not in UNRESUMABLE
+            can_resume = found == kind and resumable
+            hint = "pass --force to replace it" + (" or --resume to continue it" if can_resume else "")
             raise VisaeError(f"{path} already holds {what}", hint)
         if marker is None and not _looks_disposable(path):
             raise VisaeError(

@@ -42,7 +42,7 @@ class LatentMaps:
 
 
 def encode_images(run: str | Path, images: Sequence[Any], *, batch_size: int = 32, device: str = "auto") -> LatentMaps:
-    """Latent maps of ``images`` (PIL images, HWC uint8 arrays or file paths) under the SAE of ``run``
+    """Latent maps of ``images`` (PIL images, HWC uint8 arrays or file paths, or one of them) under the SAE of ``run``
     (a run directory with one SAE, or one SAE folder), preprocessed exactly as its store was extracted."""
     from visae.analysis.inputs import encode, open_sae, read_run
     from visae.backbones.base import load_backbone
@@ -51,6 +51,10 @@ def encode_images(run: str | Path, images: Sequence[Any], *, batch_size: int = 3
 
     if batch_size < 1:
         raise VisaeError(f"batch_size {batch_size} must be at least 1", "pass batch_size=32")
+    if isinstance(images, (str, Path)) or getattr(images, "ndim", None) == 3 or hasattr(images, "getpixel"):
+        images = [images]  # one path, HWC array or PIL image (a string is not a sequence of paths)
+    if len(images) == 0:
+        raise VisaeError("no images given", "pass a list of PIL images, HWC uint8 arrays or file paths")
     info = read_run(run)
     meta = _store_meta(info)
     sae = open_sae(info.sae_dir)
@@ -66,8 +70,6 @@ def encode_images(run: str | Path, images: Sequence[Any], *, batch_size: int = 3
         m, c = _codes(out, layout, lambda acts_TD: encode(sae, acts_TD).cpu())
         maps.append(m)
         cls.append(c)
-    if not maps:
-        raise VisaeError("no images given", "pass a list of PIL images, HWC uint8 arrays or file paths")
     maps_BSHW = torch.cat(maps)
     return LatentMaps(maps_BSHW, torch.cat(cls) if cls[0] is not None else None,
                       (int(maps_BSHW.shape[2]), int(maps_BSHW.shape[3])), info.layer, info.backbone)  # fmt: skip

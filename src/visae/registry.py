@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Generic, TypeVar
 
 from visae.errors import VisaeError, did_you_mean
@@ -39,6 +41,28 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: str) -> bool:
         return name in self._entries
+
+
+def absolute_spec(spec: str) -> str:
+    """``spec`` with the relative local path it names made absolute (``hf:runs/x`` -> ``hf:/home/me/runs/x``), so that
+    the stores and runs that record it work from any directory. The path is the part after the scheme, or after its
+    last ':' (``timm:NAME:CHECKPOINT``); it is rewritten only when it exists here, so hub ids and names stay as typed."""
+    scheme, sep, rest = spec.partition(":")
+    if not sep:
+        return spec
+    for part in dict.fromkeys((rest, rest.rpartition(":")[2])):
+        path = Path(part).expanduser()
+        if part and not path.is_absolute() and path.exists():
+            return spec[: len(spec) - len(part)] + str(path.resolve())
+    return spec
+
+
+def relative_note(path: str | Path) -> str:
+    """For a 'does not exist' error about a relative path: where it was looked for, and why it may have moved."""
+    if Path(path).expanduser().is_absolute():
+        return ""
+    return (f" (a relative path is read from the current directory, {os.getcwd()}; stores and runs made before visae "
+            "recorded absolute paths must be used from the directory they were made in)")
 
 
 def split_spec(spec: str) -> tuple[str, str]:

@@ -31,6 +31,8 @@ def test_pil_images_arrays_and_paths_give_the_same_maps(pipeline, folder):
     arr = np.asarray(pil.convert("RGB"))
     maps = visae.encode_images(run.path, [path, pil, arr], device="cpu").maps_BSHW
     assert torch.equal(maps[0], maps[1]) and torch.equal(maps[0], maps[2])
+    for one in (str(path), path, pil, arr):  # one image, not a sequence (a string is not a list of letters)
+        assert torch.allclose(visae.encode_images(run.path, one, device="cpu").maps_BSHW, maps[:1], atol=1e-5)
 
 
 def test_top_lists_an_images_strongest_latents_strongest_first(pipeline, folder):
@@ -50,6 +52,8 @@ def test_bad_images_are_refused_in_one_line(pipeline, tmp_path):
         visae.encode_images(run.path, [np.zeros((4, 4, 3), np.float32)], device="cpu")
     with pytest.raises(VisaeError, match="cannot read image"):
         visae.encode_images(run.path, [tmp_path / "missing.png"], device="cpu")
+    with pytest.raises(VisaeError, match="no images given"):
+        visae.encode_images(run.path, [], device="cpu")
 
 
 

@@ -101,7 +101,7 @@ def test_unknown_keywords_are_refused_with_a_suggestion(captured):
         visae.train(store="s", out="r", expansoin=4)
     with pytest.raises(VisaeError, match="unknown setting 'layer'"):
         visae.analyze(run="r", layer="x")
-    with pytest.raises(VisaeError, match="visae train needs --out"):
+    with pytest.raises(VisaeError, match=r"visae train needs out=\.\.\.: .*; pass out=\.\.\., or set out in the config file"):
         visae.train(store="s")
 
 
@@ -121,3 +121,20 @@ def test_every_cli_flag_is_a_keyword_of_the_function(captured, command):
     known = run_keys() | sae_keys() if command == "train" else None
     names = [p.name for p in click_cmd.params if not getattr(p, "hidden", False) and p.name != "config"]
     assert names and _flags(cls, {n: None for n in names}, known=known).keys() <= set(cls.model_fields) | sae_keys() | {"layer"}
+
+
+def test_errors_name_keyword_arguments_not_flags(monkeypatch, tmp_path):
+    """A refusal raised by a stage reads in the caller's terms: force=True, batch_size, not --force, --batch-size;
+    a command quoted in backticks stays a command."""
+    from visae.errors import in_python
+
+    def refuse(cfg, *_, **__):
+        raise VisaeError(f"{cfg.run} already holds a feature DB", "pass --force to analyse again, lower --batch-size 64, "
+                         "or run `visae extract --split val --force` first; --no-random-baseline skips it")  # fmt: skip
+
+    monkeypatch.setattr(importlib.import_module("visae.analysis"), "analyze", refuse)
+    with pytest.raises(VisaeError) as e:
+        visae.analyze(run=str(tmp_path))
+    assert e.value.hint == ("pass force=True to analyse again, lower batch_size=64, or run `visae extract --split val "
+                            "--force` first; random_baseline=False skips it")  # fmt: skip
+    assert str(e.value).endswith(e.value.hint) and in_python("add --training-tokens") == "add training_tokens=..."

@@ -122,3 +122,25 @@ def test_max_images_takes_a_seeded_random_subset_of_a_class_sorted_folder(tmp_pa
     resumed = extract(cfg(data, tmp_path / "k", max_images=12, shard_tokens=40), backbone=FakeBackbone())
     assert np.array_equal(resumed.images["image"], images)
     assert torch.equal(resumed.get(slice(None)), store.get(slice(None)))
+
+
+def test_local_paths_are_recorded_absolute_and_old_relative_stores_still_resume(folder, tmp_path, monkeypatch):
+    """Later stages (steer, eval, serve) reopen the backbone and the images from the store's metadata, possibly from
+    another directory: a relative local path is recorded absolute; hub ids and names as typed."""
+    import json
+
+    monkeypatch.chdir(folder.parent)
+    rel = f"folder:{folder.name}"
+    store = extract(cfg(folder.name, tmp_path / "s"), backbone=FakeBackbone())
+    assert ExtractConfig.build(model="hf:org/name", layers=["x"], data=rel, out="o").data == f"folder:{folder.resolve()}"
+    assert ExtractConfig.build(model="hf:org/name", layers=["x"], data="mnist5k", out="o").model == "hf:org/name"
+    assert store.meta.dataset == f"folder:{folder.resolve()}" and store.meta.config["data"] == store.meta.dataset
+    monkeypatch.chdir(tmp_path)
+    assert len(open_dataset(store.meta.dataset).split("all")) == 20  # readable from anywhere
+    # a store made before paths were recorded absolute (its config says the relative spec) is still the same settings
+    meta = json.loads((tmp_path / "s" / "metadata.json").read_text())
+    meta["config"]["data"] = rel
+    (tmp_path / "s" / "metadata.json").write_text(json.dumps(meta))
+    monkeypatch.chdir(folder.parent)
+    again = extract(cfg(folder.name, tmp_path / "s", data=rel), backbone=FakeBackbone())
+    assert again.meta.complete and len(again) == len(store)

@@ -49,9 +49,21 @@ def test_a_tiny_store_gets_fitted_defaults_and_says_so(capsys):
     out = said(capsys)
     assert fitted.batch_size == 256 and "--batch-size 256" in out
     assert fitted.training_tokens >= 500 * 256 and "passes" in out
-    assert fitted.saes[0].d_sae == 128 and "128 latents, not 20480" in out
+    assert fitted.saes[0].d_sae == 128 and "128 latents, not 20480 (x16) and k 8, not 32" in out
     assert "only 35 training images" in out and "more latents (128) than the store has training images (35)" in out
-    assert fitted.saes[0].label() == "topk-k32-s128", "the name says the width it has"
+    assert fitted.saes[0].label() == "topk-k8-s128", "the name says the width and k it has"
+
+
+def test_a_k_as_wide_as_the_sae_is_refused_and_a_dense_one_warned_about(capsys):
+    """k = 32 of 32 latents (the default k on a narrow SAE) is a dense code, not a sparse one."""
+    dense = TrainConfig.build(store="s", out="o", batch_size=256, training_tokens=256 * 600, saes=[dict(arch="batchtopk", d_sae=32)])
+    with pytest.raises(VisaeError, match=r"batchtopk-k32-s32 keeps k=32 of its 32 latents: every latent fires on every token"):
+        plan(dense, FakeView(100_000, 5_000), d=16)
+    half = dense.model_copy(update={"saes": [dense.saes[0].model_copy(update={"k": 12})]})
+    assert plan(half, FakeView(100_000, 5_000), d=16) == half
+    assert "keeps k=12 of 32 latents per token: hardly sparse (use --k 2" in said(capsys)
+    assert plan(TrainConfig.build(store="s", out="o", saes=[dict(arch="relu", d_sae=32)], batch_size=256,
+                                  training_tokens=256 * 600), FakeView(100_000, 5_000), d=16)  # no k: no such check
 
 
 def test_explicit_settings_are_kept_but_warned_about(capsys):

@@ -67,10 +67,10 @@ def test_train_then_export(tmp_path, capsys):
 def test_sweep_file_and_bad_input(tmp_path, capsys):
     store = _store(tmp_path / "acts")
     sweep = tmp_path / "sweep.toml"
-    sweep.write_text(f'store = "{store}"\nbatch_size = 128\ntokens = 1280\n\n[[sae]]\nk = 2\n\n[[sae]]\narch = "batchtopk"\n')
+    sweep.write_text(f'store = "{store}"\nbatch_size = 128\ntokens = 1280\n\n[[sae]]\nk = 2\n\n[[sae]]\narch = "batchtopk"\nk = 4\n')
     code, out, err = _run(["train", "--sweep", str(sweep), "--expansion", "2", "--out", str(tmp_path / "sw")], capsys)
     assert code == 0, err
-    assert sorted(line.rsplit("/", 1)[1] for line in out.split()) == ["batchtopk-k32-x2", "topk-k2-x2"]
+    assert sorted(line.rsplit("/", 1)[1] for line in out.split()) == ["batchtopk-k4-x2", "topk-k2-x2"]
     code, _, err = _run(["train", "--store", str(store), "--arch", "topkk", "--out", str(tmp_path / "x")], capsys)
     assert code == 2 and "did you mean 'topk'" in err
     code, _, err = _run(["train", "--store", str(tmp_path / "nowhere"), "--out", str(tmp_path / "y")], capsys)

@@ -84,7 +84,8 @@ def test_resume_after_kill_reaches_the_same_weights(tmp_path, small_source):
     with pytest.raises(KeyboardInterrupt):
         train(_cfg(tmp_path, out=str(tmp_path / "b")), source=Interrupting(acts, 25))
     assert load_checkpoint(tmp_path / "b")["step"] == 20
-    resumed = train(_cfg(tmp_path, out=str(tmp_path / "b"), resume=True), source=TensorSource(acts))
+    # rerunning the same command continues the interrupted run (as --resume does), like an interrupted extraction
+    resumed = train(_cfg(tmp_path, out=str(tmp_path / "b")), source=TensorSource(acts))
     a, b = whole.load(), resumed.load()
     for name, p in a.state_dict().items():
         assert torch.equal(p, b.state_dict()[name]), name
@@ -103,8 +104,8 @@ def test_resume_refuses_changed_config_and_other_d(tmp_path, small_source):
         train(changed, source=small_source)
     with pytest.raises(VisaeError, match="takes d_in=16 but the store holds d=8"):
         train(_cfg(tmp_path, resume=True), source=TensorSource(torch.randn(2048, 8)))
-    with pytest.raises(VisaeError, match="already holds a visae sae-run"):
-        train(_cfg(tmp_path), source=small_source)
+    with pytest.raises(VisaeError, match="already holds a visae sae-run; pass --force to replace it or --resume"):
+        train(changed.model_copy(update={"resume": False}), source=small_source)  # other settings: not continued
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, small_source):

@@ -28,6 +28,7 @@ from visae.backbones.base import BACKBONES, Backbone
 from visae.data.transforms import Preprocess
 from visae.errors import VisaeError
 from visae.progress import warn
+from visae.registry import relative_note
 
 CLS_TOKENS = {
     "vit": 1,
@@ -143,7 +144,9 @@ def _find_config(transformers: Any, rest: str, random_init: bool) -> tuple[Any, 
             continue
     if random_init and rest in transformers.CONFIG_MAPPING:
         return transformers.AutoConfig.for_model(rest), None
-    raise _no_weights(rest, "not a directory, not in the Hugging Face cache" + ("" if _offline() else ", and the hub did not answer"))
+    why = "not a directory, not in the Hugging Face cache" + ("" if _offline() else ", and the hub did not answer")
+    looks_local = rest.count("/") >= 2 or Path(rest.split("/")[0]).exists()  # not a hub id "org/name"
+    raise _no_weights(rest, why + (relative_note(rest) if looks_local else ""))
 
 
 def _model_class(config: Any) -> tuple[str, Any]:

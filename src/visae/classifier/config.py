@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from visae.config import Config
+from visae.registry import absolute_spec
 
 
 class ClassifierConfig(Config):
@@ -89,6 +90,12 @@ class ClassifierConfig(Config):
     """Replace whatever --out holds."""
     resume: bool = False
     """Continue an interrupted run in --out from its last finished epoch."""
+
+    @field_validator("data", "init")
+    @classmethod
+    def _absolute(cls, spec: str | None) -> str | None:
+        """A local path is recorded absolute in the classifier, whose later readers may run anywhere."""
+        return None if spec is None else absolute_spec(spec)
 
     @model_validator(mode="after")
     def _check(self) -> "ClassifierConfig":

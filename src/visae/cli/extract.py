@@ -40,7 +40,7 @@ def extract(
     """Run a backbone over a dataset split and write the activations of one or more layers into
     sharded stores (checksummed, resumable; see `visae store verify|info`).
 
-    Example: visae extract --model hf:runs/demo/classifier --layer convnext.encoder.stages.2
+    Example: visae extract --model hf:runs/demo/classifier --layer convnext.encoder.stages.1
     --data synth-aircraft:runs/demo/data --out runs/demo/store
     """
     flags = {key: value for key, value in locals().items() if key != "config"}

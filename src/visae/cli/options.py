@@ -38,6 +38,19 @@ def option(model: type[BaseModel], name: str, *flags: str, panel: str | None = N
     return typer.Option(None, *flags, help=help_text(model, name), show_default=False, rich_help_panel=panel, **kw)
 
 
+def number_list(text: str | None, flag: str, kind: type = int, example: str = "512,2048,8192") -> list[Any] | None:
+    """A comma list flag: ``--prefixes 512,2048`` -> [512, 2048] (``kind`` float: ``--doses -1,0.5``); None: not given."""
+    if text is None:
+        return None
+    try:
+        return [kind(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        from visae.errors import VisaeError
+
+        what = "integers" if kind is int else "numbers"
+        raise VisaeError(f"{flag} {text!r} is not a list of {what}", f"e.g. {flag} {example}") from None
+
+
 def help_text(model: type[BaseModel], name: str) -> str:
     """The field's docstring (rich markup escaped), then ``[default: ...]`` or ``[required]``."""
     from rich.markup import escape

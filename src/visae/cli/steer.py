@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from visae.cli.app import app
-from visae.cli.options import build, option
+from visae.cli.options import build, number_list, option
 from visae.steering.config import AblateConfig as A
 from visae.steering.config import SteerConfig as S
 from visae.steering.config import SteerEvalConfig as E
@@ -118,6 +118,7 @@ def steer_eval(
     n_images: Optional[int] = option(E, "n_images"),
     per_latent: Optional[int] = option(E, "per_latent"),
     scale: Optional[float] = option(E, "scale"),
+    doses: Optional[str] = option(E, "doses"),
     ablate_mode: Optional[str] = option(E, "ablate_mode"),
     draws: Optional[int] = option(E, "draws"),
     masks: Optional[Path] = option(E, "masks"),
@@ -132,6 +133,7 @@ def steer_eval(
     On held-out images: suppression (set to --scale x max activation on every patch) and zero-ablation with their flip rate, true-class margin change and KL; a dose-response from -10x to +10x; input-space ablation of the latents' cells against random cells; the SAE-V segmentation protocol (a linear patch probe, target- vs other-change rates) where the dataset has part masks; and on the synthetic aircraft, whether suppressing a part's latent moves predictions toward classes that differ in that part. Writes RUN/steer/*.json and PNG plots. Definitions: docs/steering.md.
     """
     flags = dict(locals())
+    flags["doses"] = number_list(doses, "--doses", float, "-10,-2,0,2,10")
     from visae.steering.evaluate import steer_eval as run_eval
     from visae.steering.headline import headline_lines
 

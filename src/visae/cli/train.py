@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from visae.cli.app import app
-from visae.cli.options import option
+from visae.cli.options import number_list, option
 from visae.sae.train_config import SAEHparams as S
 from visae.sae.train_config import TrainConfig as T
 
@@ -85,7 +85,7 @@ def train_cmd(
     if tokens is not None and tokens.isdigit():
         warn("--tokens N is now --training-tokens N (--tokens picks token kinds)")
         flags["training_tokens"], flags["tokens"] = training_tokens or int(tokens), None
-    flags.update(resume=resume or None, force=force or None, prefixes=_int_list(prefixes, "--prefixes"))
+    flags.update(resume=resume or None, force=force or None, prefixes=number_list(prefixes, "--prefixes"))
     per_sae = {key: value for key, value in flags.items() if key in sae_keys()}
     run = {key: value for key, value in flags.items() if key not in per_sae}
     result = train(train_config(config or sweep, run, per_sae))
@@ -94,17 +94,6 @@ def train_cmd(
     if world().main:  # under torchrun every rank ran the command; rank 0 reports
         for sae_name in result.names:
             print(result.path / "saes" / sae_name)
-
-
-def _int_list(text: str | None, flag: str) -> list[int] | None:
-    if text is None:
-        return None
-    try:
-        return [int(x) for x in text.replace(" ", "").split(",") if x]
-    except ValueError:
-        from visae.errors import VisaeError
-
-        raise VisaeError(f"{flag} {text!r} is not a list of integers", f"e.g. {flag} 512,2048,8192") from None
 
 
 @app.command("export")

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from visae.config import Config
 from visae.errors import VisaeError
+from visae.registry import absolute_spec
 
 
 class ExtractConfig(Config):
@@ -66,6 +67,12 @@ class ExtractConfig(Config):
             raise VisaeError("both 'layer' and 'layers' are given", "pass one of them (layers=[...] for several)")
         values["layers"] = [layer] if isinstance(layer, str) else layer
         return values
+
+    @field_validator("model", "data")
+    @classmethod
+    def _absolute(cls, spec: str) -> str:
+        """A local path is recorded absolute in the store, whose later readers may run anywhere."""
+        return absolute_spec(spec)
 
     @model_validator(mode="after")
     def _check(self) -> "ExtractConfig":

@@ -16,6 +16,7 @@ from visae.artifact import prepare_out, read_marker, write_marker
 from visae.errors import VisaeError
 from visae.extraction.config import ExtractConfig, auto_shard_tokens
 from visae.progress import info
+from visae.registry import absolute_spec
 from visae.store.format import KIND, StoreMeta, default_checksum, load_meta, storage_dtype
 from visae.store.writer import StoreWriter
 
@@ -106,6 +107,7 @@ def open_writer(path: Path, meta: StoreMeta, cfg: ExtractConfig) -> StoreWriter:
         prepare_out(path, KIND, force=cfg.force)
         return StoreWriter.create(path, meta)
     old = load_meta(path)
+    old.config.update({k: absolute_spec(old.config[k]) for k in ("model", "data") if isinstance(old.config.get(k), str)})  # as typed before 0.3
     changed = [k for k in sorted(set(old.config) | set(meta.config)) if old.config.get(k) != meta.config.get(k)
                and (k != "data_fingerprint" or k in old.config)]  # stores from before it was recorded: not checked
     if changed:

@@ -7,11 +7,11 @@ is a number that misleads. Before training, ``plan(cfg, source)``:
   the batch size (at most 4096, at least ``MIN_STEPS`` steps a pass where the store allows),
   the training tokens (one pass, or enough passes for ``MIN_STEPS`` steps, at most
   ``MAX_EPOCHS``) and the width (at most one latent per ``MIN_TOKENS_PER_LATENT`` distinct
-  training tokens);
+  training tokens; a narrowed top-k SAE gets a default k of at most 1/``K_SHARE`` of its latents);
 - warns about too few optimiser steps, too few distinct tokens per latent, an SAE wider than
   the number of training images, and a store of very few images;
-- refuses, unless ``--force``, what would be meaningless: fewer than ``REFUSE_STEPS`` steps, or
-  fewer training tokens than latents.
+- refuses, unless ``--force``, what would be meaningless: fewer than ``REFUSE_STEPS`` steps,
+  fewer training tokens than latents, or a k as large as the width (every latent on every token).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from typing import Any
 
 from visae.errors import VisaeError
 from visae.progress import info
-from visae.sae.train_config import SAEHparams, TrainConfig
+from visae.sae.base import ARCHS
+from visae.sae.train_config import DEFAULT_K, SAEHparams, TrainConfig
 
 MIN_STEPS = 500
 """Fewer optimiser steps than this get a warning (and adaptive defaults aim above it)."""
@@ -32,6 +33,8 @@ FEW_IMAGES = 100
 """A store with fewer training images than this gets a warning."""
 MAX_EPOCHS = 50
 """Adaptive training length never repeats the store more often than this."""
+K_SHARE = 16
+"""A default k never exceeds 1/K_SHARE of the latents; a k above 1/4 of them is warned about."""
 MAX_BATCH = 4096
 MIN_BATCH = 256
 
@@ -81,9 +84,14 @@ def _fit_width(hp: SAEHparams, n: int, d: int, chose: list[str]) -> SAEHparams:
     k = hp.k
     if k is not None and k > cap // 2:
         return hp  # the user's k needs the width; the warning below will say so
-    chose.append(f"{hp.label()}: {cap} latents, not {width} (x{hp.expansion}): {n:,} training tokens give fewer "
+    update: dict[str, Any] = {"d_sae": cap}
+    said = ""
+    if k is None and ARCHS.get(hp.arch).needs_k and DEFAULT_K > cap // K_SHARE:
+        update["k"] = max(1, cap // K_SHARE)
+        said = f" and k {update['k']}, not {DEFAULT_K}"
+    chose.append(f"{hp.label()}: {cap} latents, not {width} (x{hp.expansion}){said}: {n:,} training tokens give fewer "
                  f"than {MIN_TOKENS_PER_LATENT} per latent")  # fmt: skip
-    return hp.model_copy(update={"d_sae": cap})
+    return hp.model_copy(update=update)
 
 
 def _check(cfg: TrainConfig, n: int, n_images: int | None, tokens: int, batch: int, d: int) -> None:
@@ -97,6 +105,12 @@ def _check(cfg: TrainConfig, n: int, n_images: int | None, tokens: int, batch: i
                         f"--batch-size)")  # fmt: skip
     for hp in cfg.saes:
         width = hp.d_sae or hp.expansion * d
+        k = (hp.k or DEFAULT_K) if ARCHS.get(hp.arch).needs_k else None
+        if k is not None and k >= width:
+            refusals.append(f"{hp.label()} keeps k={k} of its {width} latents: every latent fires on every token (a dense code)")
+        elif k is not None and k > width // 4:
+            warnings.append(f"{hp.label()} keeps k={k} of {width} latents per token: hardly sparse (use --k {max(1, width // K_SHARE)} "
+                            f"or a wider SAE)")  # fmt: skip
         if tokens < width:
             refusals.append(f"{hp.label()} has {width:,} latents but trains on {tokens:,} tokens")
         elif n < MIN_TOKENS_PER_LATENT * width:

@@ -110,7 +110,11 @@ def _train(cfg: TrainConfig, source: TokenSource | None, w: World) -> Run:
                 "lower --batch-size or raise --training-tokens",
             )
         Placement(planned, w).check(planned, src.d)
-        return src, train_src, eval_src, planned, total_steps, _finished_same(planned)
+        done = _finished_same(planned)
+        if done is None and _interrupted_same(planned):
+            info(f"{planned.out}: continuing the interrupted run (same settings; --force starts it over)")
+            planned = planned.model_copy(update={"resume": True})
+        return src, train_src, eval_src, planned, total_steps, done
 
     source, train_src, eval_src, cfg, total_steps, done = together(w, "train: set up", setup)
     if done is not None:
@@ -200,19 +204,34 @@ def check_same_weights(members: list[Member], w: World) -> None:
                          "every rank must run the same visae and torch versions with the same --seed")  # fmt: skip
 
 
+def _earlier_run(cfg: TrainConfig) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(marker, settings fingerprint) of the run already in ``cfg.out``; None when there is none (or no readable
+    train.json: ``prepare_out`` then refuses the directory), or when --force or --resume says what to do."""
+    out = Path(cfg.out)
+    marker = read_marker(out) if out.is_dir() and not (cfg.force or cfg.resume) else None
+    if not marker or marker.get("kind") != RUN_KIND:
+        return None
+    try:
+        return marker, TrainConfig.model_validate(json.loads((out / CONFIG_FILE).read_text())).fingerprint()
+    except (OSError, ValueError):
+        return None
+
+
+def _interrupted_same(cfg: TrainConfig) -> bool:
+    """Whether ``cfg.out`` holds an unfinished run begun with these very settings: rerunning the command
+    continues it (as ``--resume`` does), like an interrupted extraction."""
+    earlier = _earlier_run(cfg)
+    return earlier is not None and not earlier[0].get("complete") and earlier[1] == cfg.fingerprint()
+
+
 def _finished_same(cfg: TrainConfig) -> Run | None:
     """The finished run in ``cfg.out`` when it was trained with these very settings (reused, like extract's
     store); one trained with other settings is refused, naming what changed. None: train (or let
     ``prepare_out`` decide)."""
-    out = Path(cfg.out)
-    marker = read_marker(out) if out.is_dir() and not (cfg.force or cfg.resume) else None
-    if not marker or marker.get("kind") != RUN_KIND or not marker.get("complete"):
+    earlier = _earlier_run(cfg)
+    if earlier is None or not earlier[0].get("complete"):
         return None
-    try:
-        before = TrainConfig.model_validate(json.loads((out / CONFIG_FILE).read_text())).fingerprint()
-    except (OSError, ValueError):  # no or an unreadable train.json: prepare_out refuses the directory
-        return None
-    now = cfg.fingerprint()
+    (marker, before), out, now = earlier, Path(cfg.out), cfg.fingerprint()
     if before != now:
         changed = ", ".join(k for k in now if before.get(k) != now[k]) or "settings"
         raise VisaeError(f"{out} already holds a finished run trained with other settings ({changed} changed)",

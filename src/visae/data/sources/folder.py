@@ -20,6 +20,7 @@ from visae.data.sources.decode import check_image, decode_image, is_image_file
 from visae.data.sources.options import require_path
 from visae.errors import VisaeError
 from visae.progress import warn
+from visae.registry import relative_note
 
 SPLIT_DIRS = ("train", "val", "validation", "test")
 FLAT_SPLIT = "all"
@@ -60,7 +61,7 @@ class FolderDataset(Dataset):
         self.root = Path(path).expanduser()
         self.spec = spec or f"folder:{path}"
         if not self.root.is_dir():
-            what = "is a file, not a directory" if self.root.exists() else "does not exist"
+            what = "is a file, not a directory" if self.root.exists() else "does not exist" + relative_note(path)
             raise VisaeError(f"image folder {self.root} {what}", "point folder: at a directory of class folders")
         subdirs = _subdirs(self.root)
         if not subdirs:

@@ -25,6 +25,7 @@ from visae.artifact import read_marker
 from visae.data.base import SOURCES, ArraySplit, Dataset, Hierarchy, Split, read_only
 from visae.data.sources.options import require_path
 from visae.errors import VisaeError
+from visae.registry import relative_note
 
 KIND = "synth-aircraft"
 FORMAT_VERSION = 1
@@ -108,7 +109,8 @@ class SynthAircraft(Dataset):
 
 def _check_marker(root: Path) -> None:
     if not root.is_dir():
-        raise VisaeError(f"synth-aircraft directory {root} does not exist", "generate it first with visae's synthetic aircraft generator")
+        raise VisaeError(f"synth-aircraft directory {root} does not exist{relative_note(root)}",
+                         "generate it first with visae's synthetic aircraft generator")  # fmt: skip
     marker = read_marker(root)
     if marker is None or marker.get("kind") != KIND:
         found = f"a visae {marker.get('kind')}" if marker else "no visae.json marker"
