@@ -97,7 +97,8 @@ def _demo(cfg: DemoConfig) -> dict[str, Any]:
 
     def step(name: str, done: Callable[[], bool], run: Callable[[], Any]) -> None:
         if done():
-            where = {"steer-eval": paths["sae"] / "steer", "eval": paths["sae"] / "eval", "report": report_path}
+            where = {"analysis": paths["sae"] / "features.sqlite", "steer-eval": paths["sae"] / "steer",
+                     "eval": paths["sae"] / "eval", "report": report_path}  # fmt: skip
             info(f"[demo] {name}: reusing {paths.get(name, where.get(name))}")
             return
         info(f"[demo] {name} ...")
@@ -253,7 +254,7 @@ def _summary(paths: dict[str, Path], report_path: Path, timings: dict[str, float
         "SAE held-out tokens": f"{sae.get('eval_tokens', 0):,} ({run.get('held_out')}, never trained on)",
         "SAE held-out NMSE": sae.get("nmse"),
         "SAE held-out L0": sae.get("l0"),
-        "SAE held-out dead %": sae.get("dead_pct"),
+        "SAE held-out dead %": f"{sae.get('dead_pct', 0):.1f} (on the held-out train images above; eval's figure is on the val split)",
         "SAE held-out dense %": sae.get("dense_pct"),
         "part-pure latents": headline(feats.get("part_pure")) or "n/a (no part masks)",
         "class-selective latents": headline(feats.get("class_selective")),
@@ -280,7 +281,9 @@ def _evaluation(run: Path) -> dict[str, str]:
     import json
 
     path = run / "eval" / "summary.json"
-    return {f"eval: {k}": v for k, v in json.loads(path.read_text())["headline"].items()} if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    return {f"eval: {k}": f"{v} [val split]" for k, v in json.loads(path.read_text())["headline"].items()}
 
 
 WEAK_TOP1 = 0.5

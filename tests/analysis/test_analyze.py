@@ -102,11 +102,16 @@ def test_pooled_store_has_one_value_per_image_and_no_parts(tmp_path, monkeypatch
         assert db.latent(0)["label"] == "jet" and db.latent(0)["label_source"] == "class"
 
 
-def test_refuses_existing_db_and_mismatched_store(planted, tmp_path):
+def test_reuses_a_db_of_the_same_settings_and_refuses_others_and_a_mismatched_store(planted, tmp_path):
     run, store, labels = planted
-    analyze(AnalyzeConfig(run=run))
-    with pytest.raises(VisaeError, match="already exists"):
-        analyze(AnalyzeConfig(run=run))
+    db = analyze(AnalyzeConfig(run=run))
+    with FeatureDB(db) as first:
+        made = first.meta["db_id"]
+    assert analyze(AnalyzeConfig(run=run, device="cpu", batch_images=3)) == db  # same content: reused, not rebuilt
+    with FeatureDB(db) as again:
+        assert again.meta["db_id"] == made
+    with pytest.raises(VisaeError, match=r"already exists, analysed with other settings \(top, seed\); pass --force"):
+        analyze(AnalyzeConfig(run=run, top=8, seed=1))
     other = make_store(tmp_path / "other", make_dataset(tmp_path, 4)[0], labels[:4], layer="blocks.1")
     with pytest.raises(VisaeError, match="layer 'blocks.3' but the store .* holds layer 'blocks.1'"):
         analyze(AnalyzeConfig(run=run, store=other, force=True))

@@ -28,6 +28,28 @@ def test_generates_with_the_given_flags(tmp_path: Path):
     assert np.load(out / "ood" / "images.npy").shape == (3, 32, 32, 3)
 
 
+def test_the_same_dataset_is_reused_and_another_refused(tmp_path: Path, capsys, monkeypatch):
+    """Rerunning the command (a notebook cell run twice) reuses the dataset, as extract and train reuse theirs."""
+    monkeypatch.setenv("VISAE_QUIET", "1")
+    out = tmp_path / "ds"
+    args = ["data", "synth-aircraft", "--out", str(out), "--n-train", "22", "--n-val", "0", "--n-ood", "0", "--size", "32",
+            "--workers", "1"]  # fmt: skip
+    def run(argv: list[str]) -> int:
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        return done.value.code
+
+    assert run(args) == 0
+    stamp = (out / "train" / "images.npy").stat().st_mtime_ns
+    assert run(args) == 0
+    assert (out / "train" / "images.npy").stat().st_mtime_ns == stamp, "reused, not regenerated"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--seed", "3"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "generated with other settings (seed)" in err and "--force" in err
+
+
 def test_existing_output_is_refused_without_force(tmp_path: Path, capsys, monkeypatch):
     monkeypatch.setenv("VISAE_QUIET", "1")
     out = tmp_path / "ds"

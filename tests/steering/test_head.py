@@ -27,11 +27,16 @@ def test_the_demo_style_classifier_is_read_through_its_own_logits(steerer):
     assert torch.equal(steerer.logits(imgs.pixels_BCHW), want.float().cpu())
 
 
-def test_a_probe_stands_in_on_request_with_its_held_out_accuracy(synth_run):
+def test_a_probe_stands_in_on_request_with_its_held_out_accuracy(synth_run, capsys, monkeypatch):
+    monkeypatch.delenv("VISAE_QUIET", raising=False)
     s = Steerer.open(synth_run["run"], device="cpu", head="probe", probe_images=200)
+    assert s._head is None, "the probe trains on first use, once the images and latents asked for are checked"
     assert s.head.kind == "probe" and s.head.heldout_images == 40 and 0 <= s.head.heldout_accuracy <= 1
     assert s.logits(s.images("val", np.arange(3)).pixels_BCHW).shape == (3, 22)
-    assert "held-out top-1" in s.head.describe()
+    assert "held-out top-1" in s.head.describe() and 0 < s.head.majority < 1
+    said = " ".join(capsys.readouterr().err.split())  # rich wraps lines
+    assert f"always the most common class: {s.head.majority:.3f}" in said
+    assert ("no better than always guessing" in said) == (not s.head.heldout_accuracy > s.head.majority)
 
 
 def test_a_classifier_of_other_classes_is_refused_as_a_head(steerer):

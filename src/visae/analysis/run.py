@@ -126,9 +126,11 @@ def _analyze(cfg: AnalyzeConfig, run: RunInfo, w: World | None = None) -> Path:
     w = w or World(0, 1, 0, None)
     db_path = run.path / DB_NAME
 
+    if db_path.exists() and not cfg.force and _analysed_same(cfg, db_path):
+        info(f"{db_path}: already analysed (same settings); pass --force to redo it")
+        return db_path
+
     def prepare() -> tuple[Any, ...]:
-        if db_path.exists() and not cfg.force:
-            raise VisaeError(f"{db_path} already exists", "pass --force to analyse again")
         store_path = cfg.store or run.store
         if store_path is None:
             raise VisaeError(f"--run {run.path} does not name its store", "pass --store")
@@ -279,12 +281,36 @@ def _summary(store: Any, res: ScanResult, clip: Any) -> dict[str, Any]:
     }
 
 
+def _settings(cfg: AnalyzeConfig) -> dict[str, Any]:
+    """What a feature DB's content depends on (not where or how fast it was computed): kept in its meta."""
+    values = cfg.model_dump(mode="json", exclude={"run", "force", "device", "batch_images"})
+    for key in ("store", "vocab"):
+        values[key] = str(Path(values[key]).resolve()) if values[key] else None
+    return values
+
+
+def _analysed_same(cfg: AnalyzeConfig, db_path: Path) -> bool:
+    """True when the DB in the run was made with these settings (reused); a DB of other settings (or of a visae
+    that did not record them) is refused, naming what changed."""
+    try:
+        with FeatureDB(db_path) as db:
+            before = db.meta.get("settings")
+    except VisaeError:  # an unreadable DB: analysing again needs --force, as before
+        before = None
+    now = _settings(cfg)
+    if before == now:
+        return True
+    changed = ", ".join(k for k in now if before.get(k) != now[k]) if isinstance(before, dict) else ""
+    raise VisaeError(f"{db_path} already exists" + (f", analysed with other settings ({changed})" if changed else ""),
+                     "pass --force to analyse again")  # fmt: skip
+
+
 def _meta(run: RunInfo, store: Any, layout: Layout, res: ScanResult, cfg: AnalyzeConfig,
           class_names: list[str], kinds: frozenset[int] | None, clip: Any) -> dict[str, Any]:
     from visae.store.format import TOKEN_KINDS, kinds_held
 
     return {
-        "run": str(run.path.resolve()), "store": str(Path(store.path).resolve()),
+        "run": str(run.path.resolve()), "store": str(Path(store.path).resolve()), "settings": _settings(cfg),
         "backbone": str(store.meta.backbone), "layer": str(store.meta.layer),
         "layout": dict(store.meta.layout), "tokens": str(getattr(store.meta, "tokens", "")),
         "analysed_kinds": sorted(TOKEN_KINDS[k] for k in (kinds if kinds is not None else kinds_held(store.meta))),

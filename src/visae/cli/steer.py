@@ -49,6 +49,7 @@ def steer(
         flip = "FLIP" if row["flip"] else "same top-1"
         print(f"{row['image']} (true: {row['label']}): margin {_f(row['margin_before'])} -> {_f(row['margin_after'])}, "
               f"{flip}, KL {row['kl']:.3f}")  # fmt: skip
+        print(f"    {'before: class':<24} {'prob':>6}   |   {'after: class':<24} {'prob':>6}")
         for (cb, pb), (ca, pa) in zip(row["before"], row["after"]):
             print(f"    {cb:<24} {pb:6.3f}   |   {ca:<24} {pa:6.3f}")
         if "heatmap" in row:

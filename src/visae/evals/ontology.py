@@ -250,7 +250,8 @@ def headline(result: dict[str, Any]) -> dict[str, str]:
 
     lv = result["levels"][1] if len(result["levels"]) > 1 else result["levels"][0]
     return {
-        "ontology, selective latents": (f"{s['selective_units']}/{s['of']} SAE latents class-selective, mean LCA height {_f(s['mean_height'])} "
+        "ontology, class-set latents": (f"{s['selective_units']}/{s['of']} SAE latents prefer a set of at most half the classes "
+                               f"(not the analysis's class selectivity), mean LCA height {_f(s['mean_height'])} "
                                f"(random class sets {_f(s['mean_height_chance'])}; {others('mean_height')})"),
         "ontology, exact tree nodes": f"{lv} nodes matched exactly by a unit: SAE {_f(s['exact_nodes'][lv])} ({others('exact_nodes', lv)})",
         "ontology, code vs tree distances": (f"Spearman(code distance, tree distance): SAE {_f(s['spearman'])}, permuted {_f(perm['sae']['mean'])} "

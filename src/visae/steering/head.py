@@ -34,6 +34,8 @@ class Head:
     heldout_accuracy: float | None = None
     """The probe's top-1 on labelled images it was not trained on (None for a classifier)."""
     heldout_images: int = 0
+    majority: float | None = None
+    """The share of the held-out images in their most common class: the top-1 of always guessing it."""
 
     def logits(self, output: Any) -> torch.Tensor:
         if self.kind == "classifier":
@@ -45,11 +47,12 @@ class Head:
         if self.kind == "classifier":
             return f"the classifier's own logits ({len(self.class_names)} classes)"
         return (f"a linear probe on the pooled output ({len(self.class_names)} classes, held-out top-1 "
-                f"{self.heldout_accuracy:.3f} on {self.heldout_images} images)")  # fmt: skip
+                f"{self.heldout_accuracy:.3f} on {self.heldout_images} images"
+                + (f", most common class {self.majority:.3f})" if self.majority is not None else ")"))  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "classes": len(self.class_names), "heldout_accuracy": self.heldout_accuracy,
-                "heldout_images": self.heldout_images}  # fmt: skip
+                "heldout_images": self.heldout_images, "heldout_majority": self.majority}  # fmt: skip
 
 
 def model_logits(output: Any) -> torch.Tensor:
@@ -124,8 +127,14 @@ def train_probe(steerer: Any, names: list[str], n_images: int, seed: int = 0) ->
     x_NF = (f_NF - mean_F) / std_F
     w_LF, b_L = fit_logistic(x_NF[tr], y_N[tr], len(names))
     acc = float(((x_NF[te] @ w_LF.T + b_L).argmax(1) == y_N[te]).float().mean()) if len(te) else float("nan")
-    info(f"[steer] linear probe on the pooled output: held-out top-1 {acc:.3f} on {len(te)} images")
-    return Head("probe", names, w_LF, b_L, mean_F, std_F, n_cls, acc, len(te))
+    majority = float(y_N[te].bincount().max() / len(te)) if len(te) else float("nan")
+    info(f"[steer] linear probe on the pooled output: held-out top-1 {acc:.3f} on {len(te)} images "
+         f"(always the most common class: {majority:.3f})")  # fmt: skip
+    if not acc > majority:
+        info(f"warning: the probe is no better than always guessing the most common class ({acc:.3f} vs {majority:.3f}): "
+             "flips, margins and KL read through it mean little; steer a model that classifies this dataset, or give "
+             "the probe more labelled images (steer-eval: --probe-images)")  # fmt: skip
+    return Head("probe", names, w_LF, b_L, mean_F, std_F, n_cls, acc, len(te), majority)
 
 
 def fit_logistic(x_NF: torch.Tensor, y_N: torch.Tensor, n_classes: int, l2: float = 0.01,

@@ -74,7 +74,8 @@ class Steerer:
         self._splits: dict[str, Any] = {}
         self._ids: dict[str, dict[str, int]] = {}
         self._max_act_S: np.ndarray | None = None
-        self.head = head
+        self._head = head
+        self._head_wanted: tuple[str, int] = ("auto", 2000)
 
     # --- opening -------------------------------------------------------------------------------
 
@@ -84,7 +85,6 @@ class Steerer:
         from visae.analysis.db import DB_NAME
         from visae.analysis.inputs import open_sae, read_run
         from visae.backbones.base import load_backbone
-        from visae.steering.head import make_head
 
         info = read_run(run)
         cfg = json.loads((info.sae_dir / "cfg.json").read_text())
@@ -97,8 +97,22 @@ class Steerer:
         sae = open_sae(info.sae_dir).to(bb.device)
         db = Path(info.path) / DB_NAME
         steerer = cls(info, bb, sae, meta, db if db.is_file() else None)
-        steerer.head = make_head(steerer, head, probe_images)
+        steerer._head_wanted = (head, probe_images)
         return steerer
+
+    @property
+    def head(self) -> Any:
+        """The head edits are read on (``visae.steering.head``), made on first use: a probe trains only once the
+        images and latents asked for have been checked."""
+        if self._head is None:
+            from visae.steering.head import make_head
+
+            self._head = make_head(self, *self._head_wanted)
+        return self._head
+
+    @head.setter
+    def head(self, value: Any) -> None:
+        self._head = value
 
     @property
     def dataset(self) -> Any:
@@ -119,7 +133,7 @@ class Steerer:
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.head.class_names) if self.head is not None else list(self.dataset.class_names)
+        return list(self._head.class_names) if self._head is not None else list(self.dataset.class_names)
 
     @property
     def d_sae(self) -> int:

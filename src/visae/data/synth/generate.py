@@ -29,7 +29,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from visae.artifact import prepare_out, write_marker
+from visae.artifact import prepare_out, read_marker, write_marker
 from visae.atomic import atomic_path, write_json, write_text
 from visae.config import Config
 from visae.data.synth import catalog
@@ -38,7 +38,7 @@ from visae.data.synth.preview import write_preview
 from visae.data.synth.render import render_chunk
 from visae.errors import VisaeError
 from visae.lock import locked
-from visae.progress import make_progress
+from visae.progress import info, make_progress
 
 KIND = "synth-aircraft"
 FORMAT_VERSION = 1
@@ -179,7 +179,29 @@ def generate_synth_aircraft(cfg: SynthAircraftConfig) -> Path:
         return _generate(cfg)
 
 
+def _generated_same(cfg: SynthAircraftConfig) -> bool:
+    """Whether ``cfg.out`` already holds this very dataset (reused, as extract and train reuse theirs); a dataset
+    generated with other settings is refused, naming what changed."""
+    out = Path(cfg.out)
+    marker = read_marker(out) if out.is_dir() and not cfg.force else None
+    if not marker or marker.get("kind") != KIND or not marker.get("complete") or not (out / "info.json").is_file():
+        return False
+    try:
+        before = json.loads((out / "info.json").read_text())
+    except (OSError, ValueError):
+        return False
+    now = json.loads(json.dumps(_info(cfg)))
+    changed = [k for k in now if before.get(k) != now[k]]
+    if changed:
+        raise VisaeError(f"{out} already holds a synth-aircraft dataset generated with other settings ({', '.join(changed)})",
+                         "pass --force to replace it, or choose another --out")  # fmt: skip
+    info(f"{out}: already generated (same settings); pass --force to redo it")
+    return True
+
+
 def _generate(cfg: SynthAircraftConfig) -> Path:
+    if _generated_same(cfg):
+        return Path(cfg.out)
     try:
         out = prepare_out(cfg.out, KIND, force=cfg.force)
     except VisaeError as e:
