@@ -23,10 +23,13 @@ def test_train_then_eval(bars_spec, tmp_path, capsys, monkeypatch):
     assert json.loads((out / "visae_classifier.json").read_text())["config"]["batch_size"] == 50
 
     with pytest.raises(SystemExit) as e:
-        main(args)  # again, without --force
+        main(args)  # again, without --force: the same settings reuse the classifier
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == str(out)
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--epochs", "2"])  # other settings are refused, naming them
     assert e.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("error:") and "already holds a visae classifier" in err and "--force" in err
+    assert err.startswith("error:") and "trained with other settings (epochs: 1 -> 2)" in err and "--force" in err
     assert len(err.strip().splitlines()) == 1
 
     with pytest.raises(SystemExit) as e:

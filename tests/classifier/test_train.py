@@ -102,9 +102,10 @@ def test_interrupted_run_resumes_to_the_same_weights(bars_spec, tmp_path, monkey
     assert read_marker(tmp_path / "resumed")["complete"] is False
     with pytest.raises(VisaeError, match="unfinished"):
         load_classifier(tmp_path / "resumed")
-    with pytest.raises(VisaeError, match="different settings"):
-        train_classifier(ClassifierConfig(out=tmp_path / "resumed", resume=True, **{**cfg, "epochs": 3}))
-    resumed = train_classifier(ClassifierConfig(out=tmp_path / "resumed", resume=True, device="auto", **cfg))
+    with pytest.raises(VisaeError, match=r"holds a classifier trained with other settings \(epochs: 2 -> 3\)"):
+        train_classifier(ClassifierConfig(out=tmp_path / "resumed", **{**cfg, "epochs": 3}))
+    # rerunning the same command continues it (as resume=True does)
+    resumed = train_classifier(ClassifierConfig(out=tmp_path / "resumed", device="auto", **cfg))
     rows = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
     meta = json.loads((resumed / "visae_classifier.json").read_text())

@@ -144,3 +144,19 @@ def test_local_paths_are_recorded_absolute_and_old_relative_stores_still_resume(
     monkeypatch.chdir(folder.parent)
     again = extract(cfg(folder.name, tmp_path / "s", data=rel), backbone=FakeBackbone())
     assert again.meta.complete and len(again) == len(store)
+
+
+def test_a_folder_of_unreadable_images_leaves_nothing_and_a_fixed_one_extracts_without_force(tmp_path):
+    """Every image broken: one-line refusal and no store left behind, so the rerun after fixing the files needs no
+    --force (an unfinished store of the broken files would be 'extracted with other settings')."""
+    broken = tmp_path / "imgs"
+    for c in ("a", "b"):
+        (broken / c).mkdir(parents=True)
+        for k in range(3):
+            (broken / c / f"img_{k}.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    with pytest.raises(VisaeError, match="none of the 6 images .* could be stored.*; nothing was written"):
+        extract(cfg(broken, tmp_path / "s"), backbone=FakeBackbone())
+    assert not (tmp_path / "s" / "metadata.json").exists()
+    make_folder(broken, n_per_class=3)  # the files fixed, the same spec
+    store = extract(cfg(broken, tmp_path / "s"), backbone=FakeBackbone())
+    assert store.meta.complete and store.n_images == 6

@@ -38,6 +38,7 @@ from visae.errors import VisaeError
 from visae.identity import check_same, dataset_identity
 from visae.lock import locked
 from visae.progress import info, make_progress
+from visae.registry import absolute_spec
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -61,7 +62,15 @@ class Run:
 
 
 def train_classifier(cfg: ClassifierConfig) -> Path:
-    """Train the classifier ``cfg`` describes; returns the output directory."""
+    """Train the classifier ``cfg`` describes; returns the output directory. A classifier already in ``cfg.out``
+    with the same settings is reused when finished and continued when interrupted (as ``--resume`` does)."""
+    earlier = _earlier(cfg)
+    if earlier == "finished":
+        info(f"{cfg.out}: already trained (same settings); pass --force to redo it")
+        return Path(cfg.out)
+    if earlier == "unfinished":
+        info(f"{cfg.out}: continuing the interrupted training (same settings; --force starts it over)")
+        cfg = cfg.model_copy(update={"resume": True})
     threads = set_threads(cfg.threads)
     device = resolve_device(cfg.device)
     ds = open_dataset(cfg.data)
@@ -166,12 +175,34 @@ def _probe_batch(split: Split, pre: Preprocess, batch_size: int, data: str) -> t
     return batch.pixels_BCHW, torch.as_tensor(batch.labels_B).clamp(min=0)
 
 
+def _earlier(cfg: ClassifierConfig) -> str | None:
+    """'finished' or 'unfinished' when ``cfg.out`` holds a classifier begun with these settings (one begun with
+    others is refused, naming them); None when there is none to reuse, or --force / --resume says what to do."""
+    out = Path(cfg.out)
+    marker = read_marker(out) if out.is_dir() and not (cfg.force or cfg.resume) else None
+    if not marker or marker.get("kind") != KIND:
+        return None
+    try:
+        if marker.get("complete"):
+            saved = json.loads((out / META).read_text())["config"]
+        elif (out / CHECKPOINT).is_file():
+            saved = _read_checkpoint(out / CHECKPOINT)["config"]
+        else:
+            return None
+    except (OSError, ValueError, KeyError):  # unreadable: prepare_out refuses the directory as before
+        return None
+    _check_same_run(cfg, saved)
+    return "finished" if marker.get("complete") else "unfinished"
+
+
 def _check_same_run(cfg: ClassifierConfig, saved: dict[str, Any]) -> None:
     now = cfg.model_dump(mode="json")
+    saved = {**saved, **{k: absolute_spec(saved[k]) for k in ("data", "init") if isinstance(saved.get(k), str)}}  # as typed before 0.3
     diff = [k for k in now if k not in RUN_KEYS_IGNORED_ON_RESUME and now[k] != saved.get(k)]
     if diff:
         changes = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in diff)
-        raise VisaeError(f"--resume with different settings ({changes})", "rerun with the original flags, or --force")
+        raise VisaeError(f"{cfg.out} holds a classifier trained with other settings ({changes})",
+                         "rerun with the original flags to reuse or continue it, pass --force to start over, or choose another --out")  # fmt: skip
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:

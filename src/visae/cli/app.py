@@ -12,7 +12,7 @@ from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from visae.cli.failure import FileEndedEarly
 
-INTERRUPTED = "interrupted; partial outputs are kept: rerun the same command to continue (classifier train: add --resume)"
+INTERRUPTED = "interrupted; partial outputs are kept: rerun the same command to continue"
 
 
 class Settings:

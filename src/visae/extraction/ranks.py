@@ -194,7 +194,7 @@ def merge_shares(top: StoreWriter, parts: list[Path], cfg: ExtractConfig) -> Non
     if n_tokens == 0:
         from visae.extraction.run import _nothing_stored
 
-        _nothing_stored(cfg, SimpleNamespace(name=meta.split), skipped)
+        _nothing_stored(cfg, SimpleNamespace(name=meta.split), skipped, left="the store is left unfinished")
     merged = f"stats_{len(shards):06d}.safetensors"
     stats.save(path / merged, by_kind)
     meta.shards, meta.n_tokens, meta.n_images, meta.skipped = shards, n_tokens, n_images, skipped

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from visae.artifact import clear
 from visae.errors import VisaeError
 from visae.extraction.config import ExtractConfig
 from visae.extraction.outputs import Target, new_meta, open_writer, store_paths
@@ -177,7 +178,11 @@ def _extract_batches(cfg: ExtractConfig, bb: Any, split: Any, todo: list[Target]
         _record_unreadable(split, loader.skipped, order[next_pos:].tolist(), set(), todo)
         progress.update(task, completed=planned)
     if not allow_empty and n_tokens == 0 and all(t.writer.meta.n_tokens == 0 for t in todo):
-        _nothing_stored(cfg, split, todo[0].writer.meta.skipped)
+        skipped = todo[0].writer.meta.skipped
+        for t in todo:  # nothing committed: leave no store behind, so a rerun after fixing the files starts afresh
+            t.writer.close()
+            clear(t.path)
+        _nothing_stored(cfg, split, skipped)
     for t in todo:
         t.writer.close()
     dt = time.perf_counter() - t0
@@ -242,12 +247,12 @@ def _nonfinite_images(cfg: ExtractConfig, batch: Any, per_layer: list) -> dict[i
     return bad
 
 
-def _nothing_stored(cfg: ExtractConfig, split: Any, skipped: list) -> None:
+def _nothing_stored(cfg: ExtractConfig, split: Any, skipped: list, left: str = "nothing was written") -> None:
     """Refuse to mark a store complete that holds no image (every one unreadable, or NaN and skipped)."""
     first = f" (first: {skipped[0].id}: {skipped[0].reason})" if skipped else ""
     raise VisaeError(
         f"none of the {len(skipped)} images of split '{split.name}' of {cfg.data} could be stored{first}; "
-        f"the store is left unfinished",
+        f"{left}",
         f"check the files (`visae data info {cfg.data}` counts the readable ones), or choose another --data or --split",
     )
 

@@ -39,8 +39,10 @@ MAX_BATCH = 4096
 MIN_BATCH = 256
 
 
-def plan(cfg: TrainConfig, source: Any, d: int) -> TrainConfig:
-    """``cfg`` with its unset defaults fitted to ``source``; prints the choices and warnings."""
+def plan(cfg: TrainConfig, source: Any, d: int, notes: list[str] | None = None) -> TrainConfig:
+    """``cfg`` with its unset defaults fitted to ``source``; prints the choices and warnings (or appends them to
+    ``notes``, for the caller to print once it has checked the rest of the command)."""
+    say = notes.append if notes is not None else info
     n = len(source)
     n_images = _training_images(source)
     set_ = cfg.model_fields_set
@@ -68,8 +70,8 @@ def plan(cfg: TrainConfig, source: Any, d: int) -> TrainConfig:
     if updates:
         cfg = cfg.model_copy(update=updates)
     if chose:
-        info("chose for this store: " + "; ".join(chose) + " (set them to override)")
-    _check(cfg, n, n_images, tokens, batch, d)
+        say("chose for this store: " + "; ".join(chose) + " (set them to override)")
+    _check(cfg, n, n_images, tokens, batch, d, say)
     return cfg
 
 
@@ -94,7 +96,7 @@ def _fit_width(hp: SAEHparams, n: int, d: int, chose: list[str]) -> SAEHparams:
     return hp.model_copy(update=update)
 
 
-def _check(cfg: TrainConfig, n: int, n_images: int | None, tokens: int, batch: int, d: int) -> None:
+def _check(cfg: TrainConfig, n: int, n_images: int | None, tokens: int, batch: int, d: int, say: Any = info) -> None:
     steps = tokens // batch
     warnings: list[str] = []
     refusals: list[str] = []
@@ -123,7 +125,7 @@ def _check(cfg: TrainConfig, n: int, n_images: int | None, tokens: int, batch: i
         warnings.append(f"the store has only {n_images} training images: features and labels will describe those images "
                         f"rather than the model")  # fmt: skip
     for w in warnings:
-        info(f"warning: {w}")
+        say(f"warning: {w}")
     if refusals and not cfg.force:
         raise VisaeError("; ".join(refusals) + ": the SAE would mean nothing",
                          "train on more tokens (a larger store, --training-tokens) or pass --force to train anyway")  # fmt: skip

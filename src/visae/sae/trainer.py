@@ -98,10 +98,12 @@ def train(cfg: TrainConfig, source: TokenSource | None = None) -> Run:
 
 
 def _train(cfg: TrainConfig, source: TokenSource | None, w: World) -> Run:
+    notes: list[str] = []  # plan's choices and warnings, said once the run directory and device are settled
+
     def setup() -> tuple[Any, ...]:
         src = source if source is not None else open_source(cfg.store)
         train_src, eval_src = split_source(src, cfg)
-        planned = plan(cfg, train_src, src.d)  # defaults fitted to the store, warnings, refusals
+        planned = plan(cfg, train_src, src.d, notes)  # defaults fitted to the store, warnings, refusals
         tokens = planned.training_tokens or len(train_src)
         total_steps = tokens // planned.batch_size
         if planned.batch_size > len(train_src) or total_steps == 0:
@@ -135,6 +137,8 @@ def _train(cfg: TrainConfig, source: TokenSource | None, w: World) -> Run:
         elif resumed:
             together(w, "train: read the checkpoint", lambda: None)
     device = resolve_device(cfg.device)
+    for note in notes:
+        info(note)
     if w.distributed and device.type == "cuda":
         device = torch.device("cuda", w.local_rank)
         torch.cuda.set_device(device)
