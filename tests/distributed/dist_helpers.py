@@ -115,7 +115,7 @@ def kill_rank_1(stop_script: Path, args: list[str], stop_at: int, timeout: int) 
     try:
         _, err1 = procs[1].communicate(timeout=90)
         assert procs[1].returncode == 9, err1
-        _, err0 = procs[0].communicate(timeout=2 * timeout + 30)
+        _, err0 = procs[0].communicate(timeout=2 * timeout + 90)
     finally:
         for p in procs:
             if p.poll() is None:

@@ -100,7 +100,7 @@ def test_lost_rank_stops_the_job_then_resumes(setup):
     assert "another rank stopped answering within 10 s" in r.stderr, r.stderr[-3000:]
     errors = [line for line in r.stderr.splitlines() if "another rank stopped answering" in line]
     assert errors and all("Traceback" not in line for line in errors)
-    assert took < 2 * 10 + 30  # the timeout, plus starting two processes on a busy CPU
+    assert took < 2 * 10 + 90  # the timeout, plus starting two processes on a busy CPU (far below the 300 s default)
     # rank 0's share is complete, rank 1 stopped after committing some shards; nothing merged yet
     m0 = json.loads((out / ".ranks" / "0" / "metadata.json").read_text())
     m1 = json.loads((out / ".ranks" / "1" / "metadata.json").read_text())

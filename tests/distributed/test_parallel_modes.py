@@ -176,4 +176,4 @@ def test_a_killed_rank_stops_a_sharded_step_with_one_line(store, stop_script, tm
     assert rc == 2, err
     last = err.strip().splitlines()[-1]
     assert "another rank stopped answering" in last and "sharded SAE" in last, err
-    assert took < 2 * 10 + 60
+    assert took < 2 * 10 + 90  # far below the 300 s default: it did not hang

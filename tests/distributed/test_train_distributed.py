@@ -94,4 +94,4 @@ def test_a_killed_rank_stops_the_other_with_one_line(store, stop_script, tmp_pat
     assert rc == 2, err
     last = err.strip().splitlines()[-1]
     assert "another rank stopped answering" in last and "train: step" in last, err
-    assert took < 2 * 30 + 30
+    assert took < 2 * 30 + 90  # far below the 300 s default: it did not hang

@@ -1,8 +1,18 @@
 """Feature analysis: one streaming pass over a store into a per-run SQLite feature DB
-(statistics, top examples with activation maps, part purity, labels), and heatmaps."""
+(statistics, top examples with activation maps, part purity, labels), and heatmaps.
+Names load on first use (``AnalyzeConfig`` needs no torch)."""
 
-from visae.analysis.db import DB_NAME, FeatureDB
-from visae.analysis.overlays import Overlays
-from visae.analysis.run import AnalyzeConfig, analyze, summary
+from __future__ import annotations
 
-__all__ = ["DB_NAME", "AnalyzeConfig", "FeatureDB", "Overlays", "analyze", "summary"]
+import importlib
+from typing import Any
+
+_WHERE = {"DB_NAME": "visae.analysis.db", "FeatureDB": "visae.analysis.db", "Overlays": "visae.analysis.overlays",
+          "AnalyzeConfig": "visae.analysis.config", "analyze": "visae.analysis.run", "summary": "visae.analysis.run"}  # fmt: skip
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'visae.analysis' has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name]), name)

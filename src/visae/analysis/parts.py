@@ -16,12 +16,11 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
+from visae.analysis.config import MIN_IMAGES  # noqa: F401  (re-exported; defined with the settings)
 from visae.data.transforms import Preprocess
 
 PURE_SHARE = 0.8
 """A unit is part-pure when at least this share of its top patches fall on one (non-background) part."""
-MIN_IMAGES = 8
-"""... and those top patches come from at least this many distinct images."""
 
 
 def cell_parts(parts_HW: np.ndarray, pre: Preprocess, grid_H: int, grid_W: int) -> np.ndarray:

@@ -23,12 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from visae.analysis.config import PART_TOP, PER_IMAGE  # noqa: F401  (re-exported; defined with the settings)
 from visae.analysis.topk import TopK
 
-PART_TOP = 16
-"""Top patches per unit used for part purity."""
-PER_IMAGE = 2
-"""At most this many of a unit's top patches come from one image."""
 
 
 @dataclass

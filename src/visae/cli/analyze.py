@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from visae.analysis.run import AnalyzeConfig as A
+from visae.analysis.config import AnalyzeConfig as A
 from visae.cli.app import app
 from visae.cli.options import build, option
-from visae.reporting.build import ReportConfig as R
+from visae.reporting.config import ReportConfig as R
 
 
 @app.command("analyze")

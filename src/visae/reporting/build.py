@@ -4,37 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
-
 from visae.analysis.db import FeatureDB
 from visae.analysis.overlays import Overlays, lock_dir
 from visae.artifact import remove_leftovers
 from visae.atomic import write_text
-from visae.config import Config
 from visae.errors import VisaeError
 from visae.lock import locked
 from visae.progress import info
 from visae.reporting import sections
 from visae.reporting.causal import causal
+from visae.reporting.config import ReportConfig
 from visae.reporting.evaluation import evaluation
 from visae.reporting.template import CSS, GENERATOR, PAGE
-
-
-class ReportConfig(Config):
-    """Build the static HTML report of an analysed run."""
-
-    run: Path
-    """The SAE run directory, analysed with `visae analyze` (it holds features.sqlite)."""
-    out: Path | None = None
-    """Where to write the HTML file; default RUN/report.html."""
-    latents: int = Field(12, ge=1, le=200)
-    """Latent cards per section (and per frequency band: a third of this, at least 2)."""
-    images: int = Field(5, ge=1, le=32)
-    """Top images (heatmaps) shown per latent."""
-    thumb: int = Field(112, ge=32, le=512)
-    """Side of each heatmap thumbnail, in pixels."""
-    force: bool = False
-    """Overwrite an --out file that visae did not write."""
 
 
 def report(cfg: ReportConfig) -> Path:

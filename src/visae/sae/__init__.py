@@ -2,24 +2,25 @@
 
 ``create_sae(SAESpec(...))`` builds one; ``load_sae(path)`` reads a visae run, a SAELens
 folder, a sparsify folder or a dictionary_learning ``ae.pt``; ``train(cfg)`` trains.
+Names load on first use (``visae.sae.spec`` and ``train_config`` need no torch).
 """
 
-from visae.sae.base import ARCHS, SAE, SAESpec, check_matches, create_sae
-from visae.sae.contract import Codes, SAEOutput
+from __future__ import annotations
 
-# Each import registers its architecture in ARCHS.
-from visae.sae import relu as _relu  # noqa: F401,E402
-from visae.sae import topk as _topk  # noqa: F401,E402
-from visae.sae import batchtopk as _batchtopk  # noqa: F401,E402
-from visae.sae import jumprelu as _jumprelu  # noqa: F401,E402
-from visae.sae import matryoshka as _matryoshka  # noqa: F401,E402
+import importlib
+from typing import Any
 
-from visae.sae.importers import load_sae  # noqa: E402
-from visae.sae.source import TensorSource, TokenSource  # noqa: E402
-from visae.sae.train_config import SAEHparams, TrainConfig  # noqa: E402
-from visae.sae.trainer import Run, train  # noqa: E402
+_WHERE = {
+    "ARCHS": "visae.sae.base", "SAE": "visae.sae.base", "check_matches": "visae.sae.base", "create_sae": "visae.sae.base",
+    "SAESpec": "visae.sae.spec", "Codes": "visae.sae.contract", "SAEOutput": "visae.sae.contract",
+    "load_sae": "visae.sae.importers", "TensorSource": "visae.sae.source", "TokenSource": "visae.sae.source",
+    "SAEHparams": "visae.sae.train_config", "TrainConfig": "visae.sae.train_config",
+    "Run": "visae.sae.trainer", "train": "visae.sae.trainer",
+}  # fmt: skip
+__all__ = sorted(_WHERE)
 
-__all__ = [
-    "ARCHS", "SAE", "SAESpec", "Codes", "SAEOutput", "check_matches", "create_sae", "load_sae",
-    "TensorSource", "TokenSource", "SAEHparams", "TrainConfig", "Run", "train",
-]  # fmt: skip
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'visae.sae' has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name]), name)

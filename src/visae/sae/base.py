@@ -17,43 +17,13 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from visae.config import Config
 from visae.errors import VisaeError
 from visae.registry import Registry
 from visae.sae import kernels
 from visae.sae.contract import Codes, SAEOutput
-
-
-class SAESpec(Config):
-    """Shape and activation of one SAE: everything needed to rebuild it from weights."""
-
-    arch: str
-    """Architecture name: relu, topk, batchtopk, jumprelu, matryoshka."""
-    d_in: int = Field(gt=0)
-    """Input (model) dimension D."""
-    d_sae: int = Field(gt=0)
-    """Number of latents S."""
-    k: int | None = Field(default=None, gt=0)
-    """Active latents per token (topk, batchtopk: on average; matryoshka)."""
-    prefixes: list[int] | None = None
-    """Matryoshka nested prefix sizes, increasing, the last one equal to d_sae
-    (default: d_sae/16, /8, /4, /2, 1)."""
-    bandwidth: float = Field(default=0.001, gt=0)
-    """JumpReLU straight-through kernel bandwidth (in normalised activation units)."""
-    threshold_init: float = Field(default=0.001, gt=0)
-    """JumpReLU initial threshold."""
-
-    @model_validator(mode="after")
-    def _check(self) -> "SAESpec":
-        cls = ARCHS.get(self.arch)
-        if cls.needs_k and self.k is None:
-            raise ValueError(f"architecture '{self.arch}' needs k (--k)")
-        if self.k is not None and self.k > self.d_sae:
-            raise ValueError(f"k={self.k} is larger than the number of latents {self.d_sae}")
-        return self
+from visae.sae.spec import SAESpec
 
 
 ARCHS: Registry[type["SAE"]] = Registry("SAE architecture")
@@ -191,3 +161,11 @@ def check_matches(sae: SAE, d: int, what: str = "the store") -> None:
             f"the SAE takes d_in={sae.d_in} activations but {what} holds d={d}",
             "use an SAE trained on this backbone layer, or the store it was trained on",
         )
+
+
+# Each import registers its architecture in ARCHS (after everything above is defined; they import this module).
+from visae.sae import relu as _relu  # noqa: E402,F401
+from visae.sae import topk as _topk  # noqa: E402,F401
+from visae.sae import batchtopk as _batchtopk  # noqa: E402,F401
+from visae.sae import jumprelu as _jumprelu  # noqa: E402,F401
+from visae.sae import matryoshka as _matryoshka  # noqa: E402,F401

@@ -20,7 +20,7 @@ from typing import Any
 
 from visae.errors import VisaeError
 from visae.progress import info
-from visae.sae.base import ARCHS
+from visae.sae.spec import needs_k
 from visae.sae.train_config import DEFAULT_K, SAEHparams, TrainConfig
 
 MIN_STEPS = 500
@@ -88,7 +88,7 @@ def _fit_width(hp: SAEHparams, n: int, d: int, chose: list[str]) -> SAEHparams:
         return hp  # the user's k needs the width; the warning below will say so
     update: dict[str, Any] = {"d_sae": cap}
     said = ""
-    if k is None and ARCHS.get(hp.arch).needs_k and DEFAULT_K > cap // K_SHARE:
+    if k is None and needs_k(hp.arch) and DEFAULT_K > cap // K_SHARE:
         update["k"] = max(1, cap // K_SHARE)
         said = f" and k {update['k']}, not {DEFAULT_K}"
     chose.append(f"{hp.label()}: {cap} latents, not {width} (x{hp.expansion}){said}: {n:,} training tokens give fewer "
@@ -107,7 +107,7 @@ def _check(cfg: TrainConfig, n: int, n_images: int | None, tokens: int, batch: i
                         f"--batch-size)")  # fmt: skip
     for hp in cfg.saes:
         width = hp.d_sae or hp.expansion * d
-        k = (hp.k or DEFAULT_K) if ARCHS.get(hp.arch).needs_k else None
+        k = (hp.k or DEFAULT_K) if needs_k(hp.arch) else None
         if k is not None and k >= width:
             refusals.append(f"{hp.label()} keeps k={k} of its {width} latents: every latent fires on every token (a dense code)")
         elif k is not None and k > width // 4:

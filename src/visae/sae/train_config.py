@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from visae.config import Config
-from visae.sae.base import ARCHS, SAESpec
+from visae.sae.spec import SAESpec, needs_k
 
 DEFAULT_K = 32
 DEFAULT_SPARSITY = {"l1": 5.0, "l0": 1.0}
@@ -48,16 +48,16 @@ class SAEHparams(Config):
 
     @model_validator(mode="after")
     def _arch_known(self) -> "SAEHparams":
-        ARCHS.get(self.arch)
+        needs_k(self.arch)
         return self
 
     def spec(self, d_in: int) -> SAESpec:
-        needs_k = ARCHS.get(self.arch).needs_k
+        takes_k = needs_k(self.arch)
         return SAESpec.build(
             arch=self.arch,
             d_in=d_in,
             d_sae=self.d_sae or self.expansion * d_in,
-            k=(self.k or DEFAULT_K) if needs_k else None,
+            k=(self.k or DEFAULT_K) if takes_k else None,
             prefixes=self.prefixes,
             bandwidth=self.bandwidth,
             threshold_init=self.threshold_init,
@@ -67,7 +67,7 @@ class SAEHparams(Config):
         if self.name:
             return self.name
         width = f"s{self.d_sae}" if self.d_sae else f"x{self.expansion}"
-        k = f"-k{self.k or DEFAULT_K}" if ARCHS.get(self.arch).needs_k else ""
+        k = f"-k{self.k or DEFAULT_K}" if needs_k(self.arch) else ""
         return f"{self.arch}{k}-{width}"
 
     def learning_rate(self, d_sae: int) -> float:

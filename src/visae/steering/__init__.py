@@ -2,18 +2,30 @@
 
 ``Splice(backbone, sae, layer, edit)`` replaces the layer's output by x - x_hat + x_hat_edit (the
 SAE's error kept); an ``Edit`` is data (which latents, which operation, where). See docs/steering.md.
+Names load on first use (the configs need no torch).
 """
 
-from visae.steering.config import AblateConfig, SteerConfig, SteerEvalConfig
-from visae.steering.edit import Edit, LatentOp
-from visae.steering.splice import Splice
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {"AblateConfig": "visae.steering.config", "SteerConfig": "visae.steering.config",
+          "SteerEvalConfig": "visae.steering.config", "Edit": "visae.steering.edit", "LatentOp": "visae.steering.edit",
+          "Splice": "visae.steering.splice"}  # fmt: skip
 
 
-def steer_eval(cfg: SteerEvalConfig) -> dict:
+def steer_eval(cfg: Any) -> dict:
     """``visae steer-eval``: see ``visae.steering.evaluate``."""
     from visae.steering.evaluate import steer_eval as run
 
     return run(cfg)
 
 
-__all__ = ["AblateConfig", "Edit", "LatentOp", "Splice", "SteerConfig", "SteerEvalConfig", "steer_eval"]
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'visae.steering' has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name]), name)
+
+
+__all__ = sorted([*_WHERE, "steer_eval"])
