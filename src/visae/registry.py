@@ -1,11 +1,12 @@
-"""Name -> factory registries (timm's ``create_model`` habit): spec strings pick an entry."""
+"""Name -> factory registries (timm's ``create_model`` habit): spec strings pick an entry; spec paths; lazy package names."""
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from visae.errors import VisaeError, did_you_mean
 
@@ -69,3 +70,15 @@ def split_spec(spec: str) -> tuple[str, str]:
     """``'scheme:rest'`` -> ``('scheme', 'rest')``; a bare name has an empty rest."""
     scheme, sep, rest = spec.partition(":")
     return scheme.strip().lower(), rest if sep else ""
+
+
+def lazy_names(package: str, where: dict[str, str]) -> Callable[[str], Any]:
+    """A package's module ``__getattr__`` (PEP 562) that imports ``where[name]`` (a module path) on first use and
+    returns its attribute ``name``: the package imports nothing heavy until a name is asked for."""
+
+    def __getattr__(name: str) -> Any:
+        if name not in where:
+            raise AttributeError(f"module '{package}' has no attribute {name!r}")
+        return getattr(importlib.import_module(where[name]), name)
+
+    return __getattr__

@@ -4,15 +4,11 @@ Names load on first use (``AnalyzeConfig`` needs no torch)."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from visae.registry import lazy_names
 
 _WHERE = {"DB_NAME": "visae.analysis.db", "FeatureDB": "visae.analysis.db", "Overlays": "visae.analysis.overlays",
           "AnalyzeConfig": "visae.analysis.config", "analyze": "visae.analysis.run", "summary": "visae.analysis.run"}  # fmt: skip
 __all__ = sorted(_WHERE)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'visae.analysis' has no attribute {name!r}")
-    return getattr(importlib.import_module(_WHERE[name]), name)
+__getattr__ = lazy_names(__name__, _WHERE)

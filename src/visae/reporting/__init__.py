@@ -3,14 +3,10 @@ Names load on first use (``ReportConfig`` needs no torch)."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from visae.registry import lazy_names
 
 _WHERE = {"ReportConfig": "visae.reporting.config", "report": "visae.reporting.build"}
 __all__ = sorted(_WHERE)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'visae.reporting' has no attribute {name!r}")
-    return getattr(importlib.import_module(_WHERE[name]), name)
+__getattr__ = lazy_names(__name__, _WHERE)

@@ -7,8 +7,7 @@ Names load on first use (``visae.sae.spec`` and ``train_config`` need no torch).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from visae.registry import lazy_names
 
 _WHERE = {
     "ARCHS": "visae.sae.base", "SAE": "visae.sae.base", "check_matches": "visae.sae.base", "create_sae": "visae.sae.base",
@@ -20,7 +19,4 @@ _WHERE = {
 __all__ = sorted(_WHERE)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'visae.sae' has no attribute {name!r}")
-    return getattr(importlib.import_module(_WHERE[name]), name)
+__getattr__ = lazy_names(__name__, _WHERE)

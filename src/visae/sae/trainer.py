@@ -112,8 +112,8 @@ def _train(cfg: TrainConfig, source: TokenSource | None, w: World) -> Run:
                 "lower --batch-size or raise --training-tokens",
             )
         Placement(planned, w).check(planned, src.d)
-        done = _finished_same(planned)
-        if done is None and _interrupted_same(planned):
+        done, unfinished = _earlier_run(planned)
+        if unfinished:
             info(f"{planned.out}: continuing the interrupted run (same settings; --force starts it over)")
             planned = planned.model_copy(update={"resume": True})
         return src, train_src, eval_src, planned, total_steps, done
@@ -208,40 +208,29 @@ def check_same_weights(members: list[Member], w: World) -> None:
                          "every rank must run the same visae and torch versions with the same --seed")  # fmt: skip
 
 
-def _earlier_run(cfg: TrainConfig) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """(marker, settings fingerprint) of the run already in ``cfg.out``; None when there is none (or no readable
-    train.json: ``prepare_out`` then refuses the directory), or when --force or --resume says what to do."""
+def _earlier_run(cfg: TrainConfig) -> tuple[Run | None, bool]:
+    """What to do with the run already in ``cfg.out`` (one read of its marker and train.json): (the finished run,
+    reused when trained with these very settings, False), (None, True) to continue an unfinished one begun with
+    them (as ``--resume`` does, like an interrupted extraction), or (None, False): train, or let ``prepare_out``
+    decide (no run there, no readable train.json, or --force / --resume said what to do). A finished run trained
+    with other settings is refused, naming what changed."""
     out = Path(cfg.out)
     marker = read_marker(out) if out.is_dir() and not (cfg.force or cfg.resume) else None
     if not marker or marker.get("kind") != RUN_KIND:
-        return None
+        return None, False
     try:
-        return marker, TrainConfig.model_validate(json.loads((out / CONFIG_FILE).read_text())).fingerprint()
+        before = TrainConfig.model_validate(json.loads((out / CONFIG_FILE).read_text())).fingerprint()
     except (OSError, ValueError):
-        return None
-
-
-def _interrupted_same(cfg: TrainConfig) -> bool:
-    """Whether ``cfg.out`` holds an unfinished run begun with these very settings: rerunning the command
-    continues it (as ``--resume`` does), like an interrupted extraction."""
-    earlier = _earlier_run(cfg)
-    return earlier is not None and not earlier[0].get("complete") and earlier[1] == cfg.fingerprint()
-
-
-def _finished_same(cfg: TrainConfig) -> Run | None:
-    """The finished run in ``cfg.out`` when it was trained with these very settings (reused, like extract's
-    store); one trained with other settings is refused, naming what changed. None: train (or let
-    ``prepare_out`` decide)."""
-    earlier = _earlier_run(cfg)
-    if earlier is None or not earlier[0].get("complete"):
-        return None
-    (marker, before), out, now = earlier, Path(cfg.out), cfg.fingerprint()
+        return None, False
+    now = cfg.fingerprint()
+    if not marker.get("complete"):
+        return None, before == now
     if before != now:
         changed = ", ".join(k for k in now if before.get(k) != now[k]) or "settings"
         raise VisaeError(f"{out} already holds a finished run trained with other settings ({changed} changed)",
                          "pass --force to replace it, or choose another --out")  # fmt: skip
     info(f"{out}: already trained (same settings); pass --force to redo it")
-    return Run(out, list(marker.get("saes") or []))
+    return Run(out, list(marker.get("saes") or [])), False
 
 
 def split_source(source: TokenSource, cfg: TrainConfig) -> tuple[TokenSource, TokenSource | None]:

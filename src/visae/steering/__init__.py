@@ -7,8 +7,9 @@ Names load on first use (the configs need no torch).
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from visae.registry import lazy_names
 
 _WHERE = {"AblateConfig": "visae.steering.config", "SteerConfig": "visae.steering.config",
           "SteerEvalConfig": "visae.steering.config", "Edit": "visae.steering.edit", "LatentOp": "visae.steering.edit",
@@ -22,10 +23,7 @@ def steer_eval(cfg: Any) -> dict:
     return run(cfg)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'visae.steering' has no attribute {name!r}")
-    return getattr(importlib.import_module(_WHERE[name]), name)
+__getattr__ = lazy_names(__name__, _WHERE)
 
 
 __all__ = sorted([*_WHERE, "steer_eval"])
