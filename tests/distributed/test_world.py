@@ -37,7 +37,7 @@ def test_outside_torchrun_it_is_a_world_of_one_and_collectives_are_no_ops(monkey
 
 PROBE = textwrap.dedent('''
     import sys, time, torch
-    from visae.distributed import world
+    from visae.distributed import shutdown, world
     from visae.errors import VisaeError
     w = world()
     t = torch.tensor([float(w.rank + 1)])
@@ -50,6 +50,7 @@ PROBE = textwrap.dedent('''
     except VisaeError as e:
         print(f"rank {w.rank} error: {e}", flush=True)
         sys.exit(2)
+    shutdown()  # leave the group as the CLI does: a rank exiting with gloo still up may abort its peer (SIGABRT)
 ''')
 
 
